@@ -1,0 +1,1 @@
+"""Backends carry out a LaunchPlan; they never import the worker or decide training settings."""

@@ -1,0 +1,152 @@
+"""Chat templates: how the turns of a conversation become tokens, and which tokens carry labels.
+
+A conversation renders to segments (text, is_response). Each segment is tokenized on its own and the
+ids are concatenated, so the prompt/response boundary is exact (no re-tokenization across it). Prompt
+segments (system, user turns, headers) are masked out of the labels unless train_on_prompt.
+
+`auto` reads the tokenizer's own chat_template; the named ones follow the model families' formats.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+IGNORE_INDEX = -100
+
+
+class TemplateError(ValueError):
+    """A template name or a conversation that cannot be rendered (a user mistake: exit 2)."""
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    #: before the first turn ({bos}/{eos} are the tokenizer's tokens)
+    prefix: str
+    #: the system turn, {content}; unused when system_in_user is set
+    system: str
+    #: a user turn including the assistant header that follows it
+    user: str
+    #: an assistant turn including its end-of-turn marker
+    assistant: str
+    default_system: str = ""
+    #: folds the system text into the first user turn ({system}, {content}), as Llama-2 and Mistral do
+    system_in_user: Optional[str] = None
+
+    def segments(self, messages: Sequence[dict], bos: str, eos: str) -> list[tuple[str, bool]]:
+        system, turns = split_conversation(messages)
+        system = system or self.default_system
+        fill = lambda fmt, content: fmt.format(content=content, bos=bos, eos=eos)  # noqa: E731
+        out: list[tuple[str, bool]] = []
+        for i, (user, answer) in enumerate(turns):
+            prompt = ""
+            if i == 0:
+                prompt += self.prefix.format(bos=bos, eos=eos)
+                if system and self.system_in_user:
+                    user = self.system_in_user.format(system=system, content=user)
+                elif system:
+                    prompt += fill(self.system, system)
+            out += [(prompt + fill(self.user, user), False), (fill(self.assistant, answer), True)]
+        return out
+
+
+TEMPLATES = {t.name: t for t in [
+    Template("default", prefix="{bos}", system="System: {content}\n", user="Human: {content}\nAssistant: ",
+             assistant="{content}{eos}\n"),
+    Template("alpaca", prefix="{bos}", system="{content}\n\n",
+             user="### Instruction:\n{content}\n\n### Response:\n", assistant="{content}{eos}\n\n",
+             default_system="Below is an instruction that describes a task. "
+                            "Write a response that appropriately completes the request."),
+    Template("llama2", prefix="", system="", user="{bos}[INST] {content} [/INST]", assistant=" {content} {eos}",
+             system_in_user="<<SYS>>\n{system}\n<</SYS>>\n\n{content}"),
+    Template("mistral", prefix="{bos}", system="", user="[INST] {content}[/INST]", assistant=" {content}{eos}",
+             system_in_user="{system}\n\n{content}"),
+    Template("llama3", prefix="{bos}", system="<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>",
+             user="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>"
+                  "<|start_header_id|>assistant<|end_header_id|>\n\n",
+             assistant="{content}<|eot_id|>"),
+    Template("chatml", prefix="", system="<|im_start|>system\n{content}<|im_end|>\n",
+             user="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n", assistant="{content}<|im_end|>\n"),
+    Template("qwen", prefix="", system="<|im_start|>system\n{content}<|im_end|>\n",
+             user="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n", assistant="{content}<|im_end|>\n",
+             default_system="You are a helpful assistant."),
+]}
+TEMPLATE_NAMES = ("auto", *TEMPLATES)
+
+
+def split_conversation(messages: Sequence[dict]) -> tuple[str, list[tuple[str, str]]]:
+    """(system, [(user, assistant), ...]) from role/content messages, checking the roles alternate."""
+    system = ""
+    rest = list(messages)
+    if rest and rest[0]["role"] == "system":
+        system = rest.pop(0)["content"]
+    if not rest or len(rest) % 2:
+        raise TemplateError(f"a conversation needs user/assistant pairs, got roles {[m['role'] for m in messages]}")
+    turns = []
+    for user, answer in zip(rest[::2], rest[1::2]):
+        if user["role"] != "user" or answer["role"] != "assistant":
+            raise TemplateError(f"roles out of order: expected user then assistant, got "
+                                f"{user['role']} then {answer['role']}")
+        turns.append((user["content"], answer["content"]))
+    return system, turns
+
+
+def auto_segments(tokenizer: Any, messages: Sequence[dict]) -> list[tuple[str, bool]]:
+    """Segments from the tokenizer's chat_template: each rendered prefix must extend the previous one."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise TemplateError("template=auto needs a tokenizer with a chat_template; this one has none. "
+                            f"Set data.template to one of {', '.join(TEMPLATES)}")
+    system, turns = split_conversation(messages)
+    history: list[dict] = [{"role": "system", "content": system}] if system else []
+    rendered, out = "", []
+    for user, answer in turns:
+        history.append({"role": "user", "content": user})
+        prompt = tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
+        history.append({"role": "assistant", "content": answer})
+        full = tokenizer.apply_chat_template(history, tokenize=False)
+        if not (prompt.startswith(rendered) and full.startswith(prompt)):
+            raise TemplateError("the tokenizer's chat_template does not render a conversation as a prefix of "
+                                f"its continuation; set data.template to one of {', '.join(TEMPLATES)}")
+        out += [(prompt[len(rendered):], False), (full[len(prompt):], True)]
+        rendered = full
+    return out
+
+
+def render_segments(template: str, tokenizer: Any, messages: Sequence[dict]) -> list[tuple[str, bool]]:
+    if template == "auto":
+        return auto_segments(tokenizer, messages)
+    if template not in TEMPLATES:
+        raise TemplateError(f"data.template={template}: unknown template; use one of {', '.join(TEMPLATE_NAMES)}")
+    return TEMPLATES[template].segments(messages, tokenizer.bos_token or "", tokenizer.eos_token or "")
+
+
+def budget(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
+    """Truncation policy (LLaMA-Factory's): a short response is kept whole and the prompt is cut;
+    otherwise both are cut in proportion to their lengths. Prompts keep their beginning."""
+    if target_len * 2 < cutoff_len:
+        max_target = cutoff_len
+    elif source_len * 2 < cutoff_len:
+        max_target = cutoff_len - source_len
+    else:
+        max_target = int(cutoff_len * target_len / (source_len + target_len))
+    new_target = min(max_target, target_len)
+    return min(max(cutoff_len - new_target, 0), source_len), new_target
+
+
+def encode(tokenizer: Any, template: str, messages: Sequence[dict], cutoff_len: int,
+           train_on_prompt: bool = False) -> tuple[list[int], list[int]]:
+    """input_ids and labels for one conversation, at most cutoff_len tokens; later turns go first."""
+    segs = render_segments(template, tokenizer, messages)
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for (prompt, _), (answer, _) in zip(segs[::2], segs[1::2]):
+        remaining = cutoff_len - len(input_ids)
+        if remaining <= 0:
+            break
+        src = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        tgt = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        n_src, n_tgt = budget(len(src), len(tgt), remaining)
+        src, tgt = src[:n_src], tgt[:n_tgt]
+        input_ids += src + tgt
+        labels += (src if train_on_prompt else [IGNORE_INDEX] * len(src)) + tgt
+    return input_ids, labels

@@ -1,0 +1,91 @@
+"""The run directory: one object owns every path in it (the record of a run).
+
+    config.yaml  overrides.yaml  plan.json  launch.sh  env.json  logs/rank{N}.log  metrics.jsonl
+    tensorboard/  wandb/  checkpoints/checkpoint-N/  final/  summary.json
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def overrides(self) -> Path:
+        return self.root / "overrides.yaml"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def launch_sh(self) -> Path:
+        return self.root / "launch.sh"
+
+    @property
+    def env(self) -> Path:
+        return self.root / "env.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def rank_log(self, rank: int) -> Path:
+        return self.logs / f"rank{rank}.log"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def final(self) -> Path:
+        return self.root / "final"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+
+def new_run_dir(output_root: str, name: str, now: datetime) -> Path:
+    """<output_root>/<name>/<timestamp>, suffixed -1, -2, ... when runs start in the same second."""
+    base = Path(output_root).expanduser().resolve() / name / now.strftime("%Y%m%d-%H%M%S")
+    path, n = base, 0
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def clear_run_dir(run: RunDir) -> None:
+    """overwrite_output_dir=true: the previous run's record and weights go, the folder stays."""
+    for child in run.root.iterdir():
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
+def write_run_dir(run: RunDir, *, config: Mapping[str, Any], overrides: Sequence[str], plan: Mapping[str, Any],
+                  launch_sh: str, env: Mapping[str, Any]) -> None:
+    """Everything a worker (or a person) needs, written before any process starts."""
+    run.logs.mkdir(parents=True, exist_ok=True)
+    run.config.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+    run.overrides.write_text(yaml.safe_dump(list(overrides)))
+    run.plan.write_text(json.dumps(plan, indent=2) + "\n")
+    run.launch_sh.write_text(launch_sh)
+    run.launch_sh.chmod(0o755)
+    run.env.write_text(json.dumps(env, indent=2) + "\n")

@@ -1,0 +1,174 @@
+"""validate(config, facts) -> every problem at once, each naming the key, the bad value and the fix.
+
+Pure: runs before any process, allocation or GPU is touched. Errors stop the launch (exit 2);
+warnings are printed and the launch goes on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from launcher.facts import Facts
+from launcher.schema import AdapterType, BackendType, Device, Precision
+
+#: columns each data format needs in every row (optional ones are not listed)
+REQUIRED_COLUMNS = {"alpaca": ("instruction", "output")}
+REPORT_TO = ("tensorboard", "wandb")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    value: Any
+    fix: str
+    error: bool = True
+
+    def __str__(self) -> str:
+        kind = "error" if self.error else "warning"
+        return f"{kind}: {self.key}={_show(self.value)}: {self.fix}"
+
+
+def _show(value: Any) -> str:
+    return str(value.value) if hasattr(value, "value") else str(value)
+
+
+def validate(cfg: Any, facts: Facts) -> list[Problem]:
+    return [
+        *_check_topology(cfg, facts),
+        *_check_precision(cfg),
+        *_check_model(cfg, facts),
+        *_check_adapter(cfg),
+        *_check_data(cfg, facts),
+        *_check_batch(cfg),
+        *_check_output(cfg, facts),
+        *_check_logger(cfg),
+    ]
+
+
+def _check_topology(cfg: Any, facts: Facts) -> Iterator[Problem]:
+    if cfg.gpus < 1:
+        yield Problem("gpus", cfg.gpus, "must be >= 1 (processes per node); use gpus=1 for a single process")
+    if cfg.nodes < 1:
+        yield Problem("nodes", cfg.nodes, "must be >= 1; use nodes=1 on one machine")
+    elif cfg.nodes > 1 and cfg.cluster.name == "local":
+        yield Problem("nodes", cfg.nodes, "a local launch runs on this machine only; use nodes=1 "
+                      "(multi-node runs go through a cluster, e.g. cluster=slurm)")
+    if cfg.backend.name == BackendType.single and cfg.gpus * cfg.nodes > 1:
+        yield Problem("backend", cfg.backend.name, f"runs one process but gpus={cfg.gpus} x nodes={cfg.nodes} "
+                      "asks for more; use backend=torchrun (or auto), or gpus=1")
+    if cfg.device == Device.cuda and cfg.gpus > facts.visible_gpus:
+        where = f"{facts.visible_gpus} CUDA GPU(s) visible on {facts.hostname}"
+        if cfg.dry_run:
+            yield Problem("gpus", cfg.gpus, f"{where}; fine for a dry run, a real run needs them", error=False)
+        else:
+            yield Problem("gpus", cfg.gpus, f"{where}; use gpus<={facts.visible_gpus}"
+                          + (", or device=cpu to run gloo ranks on the CPU" if facts.visible_gpus == 0 else ""))
+
+
+def _check_precision(cfg: Any) -> Iterator[Problem]:
+    if cfg.device == Device.cpu and cfg.precision.name == Precision.fp16:
+        yield Problem("precision", cfg.precision.name,
+                      "the CPU cannot train in fp16; use precision=fp32 (or auto, or bf16) with device=cpu")
+
+
+def _check_model(cfg: Any, facts: Facts) -> Iterator[Problem]:
+    name = cfg.model.model_name_or_path
+    if facts.paths.get(name) is False:
+        yield Problem("model.model_name_or_path", name,
+                      "no such local directory; build the tiny model with `python scripts/make_tiny_model.py`, "
+                      "or give an existing directory or a hub id (org/name)")
+
+
+def _check_adapter(cfg: Any) -> Iterator[Problem]:
+    a = cfg.adapter
+    if a.name != AdapterType.lora:
+        return
+    if a.lora_rank < 1:
+        yield Problem("adapter.lora_rank", a.lora_rank, "must be >= 1; typical values are 8, 16, 32, 64")
+    if not [t for t in str(a.lora_target).split(",") if t.strip()]:
+        yield Problem("adapter.lora_target", a.lora_target, "name the modules to adapt, e.g. q_proj,v_proj")
+    if not 0.0 <= a.lora_dropout < 1.0:
+        yield Problem("adapter.lora_dropout", a.lora_dropout, "must be in [0, 1); e.g. 0.05")
+
+
+def _check_data(cfg: Any, facts: Facts) -> Iterator[Problem]:
+    d = cfg.data
+    if d.formatting not in REQUIRED_COLUMNS:
+        yield Problem("data.formatting", d.formatting, f"unknown format; use one of {', '.join(REQUIRED_COLUMNS)}")
+        return
+    f = facts.data.get(d.dataset)
+    if f is None or not f.exists:
+        yield Problem("data.dataset", d.dataset, "no such file; give a .json or .jsonl file of rows")
+        return
+    if f.error:
+        yield Problem("data.dataset", d.dataset, f"{f.error}; fix the file")
+        return
+    if f.rows == 0:
+        yield Problem("data.dataset", d.dataset, "the file holds no rows; add rows or pick another file")
+        return
+    required = REQUIRED_COLUMNS[d.formatting]
+    bad = [(i, [c for c in required if c not in keys]) for i, keys in enumerate(f.row_keys)]
+    bad = [(i, missing) for i, missing in bad if missing]
+    if bad:
+        shown = "; ".join(f"row {i} lacks {', '.join(m)}" for i, m in bad[:5])
+        more = f" (and {len(bad) - 5} more rows)" if len(bad) > 5 else ""
+        yield Problem("data.dataset", d.dataset, f"{d.formatting} rows need columns {', '.join(required)}: "
+                      f"{shown}{more}; fix those rows or set data.formatting to the file's format")
+    if d.cutoff_len < 8:
+        yield Problem("data.cutoff_len", d.cutoff_len, "must be >= 8 tokens; typical values are 1024-4096")
+    if d.max_samples is not None and d.max_samples < 1:
+        yield Problem("data.max_samples", d.max_samples, "must be >= 1, or null for all rows")
+
+
+def _nearest_multiples(value: int, step: int) -> list[int]:
+    below = (value // step) * step
+    return [m for m in (below, below + step) if m > 0]
+
+
+def _check_batch(cfg: Any) -> Iterator[Problem]:
+    t = cfg.train
+    world = cfg.gpus * cfg.nodes
+    if t.per_device_train_batch_size < 1:
+        yield Problem("train.per_device_train_batch_size", t.per_device_train_batch_size, "must be >= 1")
+        return
+    if t.gradient_accumulation_steps < 1:
+        yield Problem("train.gradient_accumulation_steps", t.gradient_accumulation_steps, "must be >= 1")
+    if cfg.global_batch_size is None or world < 1:
+        return
+    step = t.per_device_train_batch_size * world
+    if cfg.global_batch_size < 1 or cfg.global_batch_size % step:
+        fixes = " or ".join(f"global_batch_size={m}" for m in _nearest_multiples(cfg.global_batch_size, step))
+        per_device = [b for b in range(1, cfg.global_batch_size + 1)
+                      if cfg.global_batch_size % (b * world) == 0 and b <= 4 * t.per_device_train_batch_size]
+        alt = f", or per_device_train_batch_size={per_device[-1]}" if per_device else ""
+        yield Problem("global_batch_size", cfg.global_batch_size,
+                      f"not divisible by per_device_train_batch_size x world size = "
+                      f"{t.per_device_train_batch_size} x {world} = {step}; use {fixes}{alt}")
+
+
+def _check_output(cfg: Any, facts: Facts) -> Iterator[Problem]:
+    if cfg.resume and cfg.overwrite_output_dir:
+        yield Problem("overwrite_output_dir", True, "contradicts resume=true; pick one")
+        return
+    if cfg.resume and not cfg.output_dir:
+        yield Problem("resume", True, "needs the run to continue; set output_dir=RUN_DIR")
+        return
+    out = facts.output_dir
+    if cfg.resume or cfg.overwrite_output_dir or not out.exists:
+        return
+    if out.finished:
+        yield Problem("output_dir", cfg.output_dir, "already holds a finished run (summary.json); use "
+                      "overwrite_output_dir=true to replace it, or another output_dir")
+    elif out.has_checkpoints:
+        yield Problem("output_dir", cfg.output_dir, "holds checkpoints of an unfinished run; use resume=true "
+                      "to continue it, or overwrite_output_dir=true to start over")
+
+
+def _check_logger(cfg: Any) -> Iterator[Problem]:
+    for r in cfg.logger.report_to:
+        if r not in REPORT_TO:
+            yield Problem("logger.report_to", list(cfg.logger.report_to),
+                          f"unknown logger {r!r}; use any of {', '.join(REPORT_TO)}, e.g. logger=tensorboard")
+    if cfg.logger.wandb_mode not in WANDB_MODES:
+        yield Problem("logger.wandb_mode", cfg.logger.wandb_mode, f"use one of {', '.join(WANDB_MODES)}")

@@ -1,0 +1,37 @@
+"""Entry point of every rank: `python -m launcher.worker RUN_DIR`."""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # If torchrun is killed hard (SIGKILL), its ranks would live on as orphans; ask Linux to SIGTERM us.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launcher.worker")
+    parser.add_argument("run_dir", help="a run dir written by `launch` (config.yaml is read from it)")
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    from launcher.worker.train import Worker
+
+    worker = Worker(args.run_dir)
+    try:
+        worker.setup()
+        worker.train()
+    finally:
+        worker.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
