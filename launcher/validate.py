@@ -8,8 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError
+from omegaconf.errors import ValidationError as OmegaConfValidationError
+
 from launcher.facts import Facts
-from launcher.schema import AdapterType, BackendType, Device, Precision
+from launcher.schema import AdapterType, BackendType, Device, LaunchConfig, Precision
 
 #: columns each data format needs in every row (optional ones are not listed)
 REQUIRED_COLUMNS = {"alpaca": ("instruction", "output")}
@@ -35,6 +39,7 @@ def _show(value: Any) -> str:
 
 def validate(cfg: Any, facts: Facts) -> list[Problem]:
     return [
+        *_check_schema(cfg),
         *_check_topology(cfg, facts),
         *_check_precision(cfg),
         *_check_model(cfg, facts),
@@ -44,6 +49,15 @@ def validate(cfg: Any, facts: Facts) -> list[Problem]:
         *_check_output(cfg, facts),
         *_check_logger(cfg),
     ]
+
+
+def _check_schema(cfg: Any) -> Iterator[Problem]:
+    # Hydra's `+key=value` appends even to a structured config: check against the schema once more.
+    try:
+        OmegaConf.merge(OmegaConf.structured(LaunchConfig), OmegaConf.to_container(cfg))
+    except (ConfigKeyError, OmegaConfValidationError) as e:
+        yield Problem(e.full_key, "?", f"not a key of the launch schema ({type(e).__name__}); check the "
+                      "spelling against `launch --cfg job`")
 
 
 def _check_topology(cfg: Any, facts: Facts) -> Iterator[Problem]:

@@ -1,0 +1,158 @@
+"""The demo for real: `launch` starts torchrun with 2 gloo ranks that train the tiny model with LoRA."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import run_launch
+
+pytestmark = pytest.mark.integration
+
+SECRET = "sekret-value-7f3a9"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, tiny_model):
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    r = run_launch("recipe=tiny_sft_lora", "device=cpu", "gpus=2", f"output_dir={run_dir}", "logger=both",
+                   "train.dataloader_drop_last=true",
+                   cwd=run_dir.parent, env={"WANDB_API_KEY": SECRET, "HF_TOKEN": SECRET})
+    return r, run_dir
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_demo_exits_0_and_writes_the_run_dir(demo):
+    r, run = demo
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for name in ("config.yaml", "overrides.yaml", "plan.json", "launch.sh", "env.json", "metrics.jsonl",
+                 "summary.json", "logs/rank0.log", "logs/rank1.log", "final/adapter_model.safetensors",
+                 "final/tokenizer.json"):
+        assert (run / name).is_file(), name
+    env = json.loads((run / "env.json").read_text())
+    assert env["packages"]["torch"] and env["packages"]["transformers"] and env["packages"]["hydra-core"]
+    assert "sha" in env["git"] and "dirty" in env["git"]
+    assert "--nproc-per-node=2" in (run / "launch.sh").read_text()
+
+
+def test_loss_falls(demo):
+    _, run = demo
+    losses = [m["loss"] for m in read_jsonl(run / "metrics.jsonl")]
+    assert len(losses) >= 5
+    assert losses[-1] < losses[0] - 0.1
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_batch_size"] == 8
+    assert summary["steps"] == 5 * (116 // 8)  # 5 epochs of 14 full global batches
+    assert summary["tokens_per_s"] > 0 and summary["trained_tokens"] > 0
+    # LoRA: r x (in + out) per module; q_proj 64->64, v_proj 64->32 (2 kv heads x 16), 2 layers
+    assert summary["trainable_params"] == 2 * (8 * (64 + 64) + 8 * (64 + 32))
+
+
+def test_ranks_train_on_disjoint_rows(demo):
+    _, run = demo
+    per_rank = []
+    for rank in (0, 1):
+        text = (run / f"logs/rank{rank}.log").read_text()
+        per_rank.append([json.loads(m) for m in re.findall(r"launcher\.rows: rows (\[.*\])", text)])
+    steps_per_epoch = 116 // 8
+    assert len(per_rank[0]) == len(per_rank[1]) == 5 * steps_per_epoch
+    for epoch in range(5):
+        window = slice(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch)
+        rows0 = {r for batch in per_rank[0][window] for r in batch}
+        rows1 = {r for batch in per_rank[1][window] for r in batch}
+        assert rows0.isdisjoint(rows1)
+        assert len(rows0) == len(rows1) == steps_per_epoch * 4
+
+
+def test_only_rank_0_logs_and_reports(demo):
+    _, run = demo
+    assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) == 1
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 1
+    assert "summary:" in (run / "logs/rank0.log").read_text()
+    assert "summary:" not in (run / "logs/rank1.log").read_text()
+
+
+def test_no_secret_is_written(demo):
+    _, run = demo
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_final_adapter_loads_with_peft_and_changes_the_logits(demo, tiny_model):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, run = demo
+    tok = AutoTokenizer.from_pretrained(run / "final")
+    ids = tok("Add the two numbers.", return_tensors="pt")["input_ids"]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        before = base(ids).logits
+        tuned = PeftModel.from_pretrained(base, run / "final")
+        after = tuned(ids).logits
+    assert (after - before).abs().max() > 1e-3
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_model):
+    run = tmp_path / "run"
+    common = ("recipe=tiny_sft_lora", "device=cpu", "gpus=1", f"output_dir={run}", "train.save_steps=3",
+              "train.logging_steps=1")
+    r = run_launch(*common, "train.max_steps=6", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "single" in (run / "plan.json").read_text()
+    r = run_launch(*common, "train.max_steps=10", "resume=true", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-6") and summary["steps"] == 10
+    steps = [m["step"] for m in read_jsonl(run / "metrics.jsonl")]
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+
+
+def _processes_mentioning(needle: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if needle in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_launch_leaves_no_rank_behind(tmp_path, tiny_model, sig):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "recipe=tiny_sft_lora", "device=cpu", "gpus=2",
+                             f"output_dir={run}", "train.num_train_epochs=1000", "train.save_steps=100000"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until both ranks are training
+        logs = [run / f"logs/rank{r}.log" for r in (0, 1)]
+        if all(p.exists() and "launcher.rows" in p.read_text() for p in logs):
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("ranks did not start training within 120 s")
+    assert len(_processes_mentioning(str(run))) >= 3  # torchrun + 2 ranks
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=90)
+    assert rc != 0
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(run)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_mentioning(str(run)) == []
+    assert not (run / "summary.json").exists()

@@ -1,0 +1,105 @@
+"""Chat templates: the exact rendered text, and which tokens carry labels."""
+from __future__ import annotations
+
+import pytest
+
+from launcher.data.alpaca import to_messages
+from launcher.data.templates import IGNORE_INDEX, TemplateError, budget, encode, render_segments
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Add 2 and 3"},
+    {"role": "assistant", "content": "5"},
+]
+
+RENDERED = {
+    "auto": "<s><|system|>\nBe brief.\n<|user|>\nHi\n<|assistant|>\nHello!</s>\n<|user|>\nAdd 2 and 3\n"
+            "<|assistant|>\n5</s>\n",
+    "default": "<s>System: Be brief.\nHuman: Hi\nAssistant: Hello!</s>\nHuman: Add 2 and 3\nAssistant: 5</s>\n",
+    "alpaca": "<s>Be brief.\n\n### Instruction:\nHi\n\n### Response:\nHello!</s>\n\n### Instruction:\nAdd 2 and 3\n\n"
+              "### Response:\n5</s>\n\n",
+    "llama2": "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] Add 2 and 3 [/INST] 5 </s>",
+    "mistral": "<s>[INST] Be brief.\n\nHi[/INST] Hello!</s>[INST] Add 2 and 3[/INST] 5</s>",
+    "llama3": "<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user"
+              "<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
+              "<|start_header_id|>user<|end_header_id|>\n\nAdd 2 and 3<|eot_id|><|start_header_id|>assistant"
+              "<|end_header_id|>\n\n5<|eot_id|>",
+    "chatml": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+              "Hello!<|im_end|>\n<|im_start|>user\nAdd 2 and 3<|im_end|>\n<|im_start|>assistant\n5<|im_end|>\n",
+    "qwen": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+            "Hello!<|im_end|>\n<|im_start|>user\nAdd 2 and 3<|im_end|>\n<|im_start|>assistant\n5<|im_end|>\n",
+}
+RESPONSES = {
+    "auto": ["Hello!</s>\n", "5</s>\n"], "default": ["Hello!</s>\n", "5</s>\n"],
+    "alpaca": ["Hello!</s>\n\n", "5</s>\n\n"], "llama2": [" Hello! </s>", " 5 </s>"],
+    "mistral": [" Hello!</s>", " 5</s>"], "llama3": ["Hello!<|eot_id|>", "5<|eot_id|>"],
+    "chatml": ["Hello!<|im_end|>\n", "5<|im_end|>\n"], "qwen": ["Hello!<|im_end|>\n", "5<|im_end|>\n"],
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.mark.parametrize("template", sorted(RENDERED))
+def test_rendered_text_and_labelled_tokens(tokenizer, template):
+    segments = render_segments(template, tokenizer, CONVERSATION)
+    assert "".join(text for text, _ in segments) == RENDERED[template]
+    assert [text for text, is_response in segments if is_response] == RESPONSES[template]
+
+    ids, labels = encode(tokenizer, template, CONVERSATION, cutoff_len=1024)
+    assert len(ids) == len(labels)
+    assert tokenizer.decode(ids) == RENDERED[template]
+    # Labels are exactly the response tokens; every prompt position is masked.
+    labelled = [i for i, lab in enumerate(labels) if lab != IGNORE_INDEX]
+    assert tokenizer.decode([ids[i] for i in labelled]) == "".join(RESPONSES[template])
+    assert all(labels[i] == ids[i] for i in labelled)
+    n_prompt_0 = len(tokenizer(segments[0][0], add_special_tokens=False)["input_ids"])
+    assert labelled[0] == n_prompt_0
+
+
+def test_train_on_prompt_labels_every_token(tokenizer):
+    ids, labels = encode(tokenizer, "default", CONVERSATION, cutoff_len=1024, train_on_prompt=True)
+    assert labels == ids
+
+
+def test_default_system_is_used_when_the_row_has_none(tokenizer):
+    segments = render_segments("qwen", tokenizer, CONVERSATION[1:3])
+    assert segments[0][0].startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
+
+
+def test_roles_out_of_order_are_rejected(tokenizer):
+    bad = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    with pytest.raises(TemplateError, match="roles out of order"):
+        render_segments("default", tokenizer, bad)
+
+
+def test_unknown_template_names_the_choices(tokenizer):
+    with pytest.raises(TemplateError, match="data.template=nope: unknown template; use one of auto, default"):
+        render_segments("nope", tokenizer, CONVERSATION)
+
+
+def test_cutoff_keeps_a_short_response_whole(tokenizer):
+    long_prompt = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "ok"}]
+    ids, labels = encode(tokenizer, "default", long_prompt, cutoff_len=64)
+    assert len(ids) == 64
+    assert tokenizer.decode([t for t in labels if t != IGNORE_INDEX]) == "ok</s>\n"
+
+
+def test_budget_splits_in_proportion_when_both_are_long():
+    assert budget(10, 3, 64) == (10, 3)
+    assert budget(300, 5, 64) == (59, 5)
+    assert budget(100, 100, 64) == (32, 32)
+
+
+def test_alpaca_rows_become_messages():
+    row = {"instruction": "Add", "input": "2 and 3", "output": "5", "system": "S", "history": [["q", "a"]]}
+    assert to_messages(row) == [
+        {"role": "system", "content": "S"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
+        {"role": "user", "content": "Add\n2 and 3"}, {"role": "assistant", "content": "5"},
+    ]

@@ -1,0 +1,153 @@
+"""validate(): every user mistake is reported at once, naming key, value and fix; the CLI exits 2."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from launcher.facts import RunDirFacts, scan_data_file
+from launcher.validate import validate
+from tests.support import compose, facts, run_launch
+
+
+def errors(cfg, f=None):
+    return [p for p in validate(cfg, f or facts(cfg)) if p.error]
+
+
+def only_error(cfg, f=None):
+    errs = errors(cfg, f)
+    assert len(errs) == 1, [str(e) for e in errs]
+    return errs[0]
+
+
+def test_a_good_config_has_no_problem():
+    cfg = compose("recipe=tiny_sft_lora", "device=cpu", "gpus=2")
+    assert validate(cfg, facts(cfg)) == []
+
+
+def test_gpus_below_one():
+    e = only_error(compose("recipe=tiny_sft_lora", "device=cpu", "gpus=0", "global_batch_size=null"))
+    assert e.key == "gpus" and e.value == 0 and "gpus=1" in e.fix
+
+
+def test_fp16_on_cpu():
+    e = only_error(compose("recipe=tiny_sft_lora", "device=cpu", "precision=fp16"))
+    assert e.key == "precision" and "precision=fp32" in e.fix and "fp16" in str(e)
+
+
+def test_more_gpus_than_visible_is_an_error_for_a_real_run():
+    cfg = compose("recipe=llama2_sft_lora", "gpus=4")
+    e = only_error(cfg, facts(cfg, visible_gpus=2))
+    assert e.key == "gpus" and e.value == 4 and "2 CUDA GPU(s) visible" in e.fix and "gpus<=2" in e.fix
+
+
+def test_more_gpus_than_visible_is_a_warning_in_dry_run():
+    cfg = compose("recipe=llama2_sft_lora", "gpus=4", "dry_run=true")
+    problems = validate(cfg, facts(cfg, visible_gpus=0))
+    assert len(problems) == 1 and not problems[0].error and problems[0].key == "gpus"
+
+
+def test_missing_local_model_directory():
+    cfg = compose("recipe=tiny_sft_lora", "device=cpu", "model.model_name_or_path=/nonexistent/llama")
+    e = only_error(cfg, facts(cfg, paths={"/nonexistent/llama": False}))
+    assert e.key == "model.model_name_or_path" and e.value == "/nonexistent/llama"
+
+
+def test_missing_data_file(tmp_path):
+    cfg = compose("recipe=tiny_sft_lora", "device=cpu", f"data.dataset={tmp_path}/nope.json")
+    e = only_error(cfg)
+    assert e.key == "data.dataset" and "no such file" in e.fix
+
+
+def test_rows_missing_columns(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    rows = [{"instruction": "a", "output": "b"}, {"instruction": "c"}, {"question": "d", "answer": "e"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = compose("recipe=tiny_sft_lora", "device=cpu", f"data.dataset={path}")
+    e = only_error(cfg)
+    assert e.key == "data.dataset"
+    assert "row 1 lacks output" in e.fix and "row 2 lacks instruction, output" in e.fix
+
+
+def test_malformed_json_names_file_and_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": \n')
+    cfg = compose("recipe=tiny_sft_lora", "device=cpu", f"data.dataset={path}")
+    e = only_error(cfg)
+    assert f"{path}: line 2" in e.fix
+
+
+def test_global_batch_not_divisible_names_numbers_and_fixes():
+    cfg = compose("recipe=tiny_sft_lora", "device=cpu", "gpus=3", "global_batch_size=20",
+                  "train.per_device_train_batch_size=2")
+    e = only_error(cfg)
+    assert e.key == "global_batch_size" and e.value == 20
+    assert "2 x 3 = 6" in e.fix
+    assert "global_batch_size=18 or global_batch_size=24" in e.fix
+
+
+def test_finished_run_in_output_dir_needs_resume_or_overwrite():
+    cfg = compose("recipe=tiny_sft_lora", "device=cpu", "output_dir=/runs/old")
+    e = only_error(cfg, facts(cfg, output_dir=RunDirFacts(exists=True, finished=True)))
+    assert e.key == "output_dir" and "overwrite_output_dir=true" in e.fix
+    for ok in ("overwrite_output_dir=true", "resume=true"):
+        cfg = compose("recipe=tiny_sft_lora", "device=cpu", "output_dir=/runs/old", ok)
+        assert errors(cfg, facts(cfg, output_dir=RunDirFacts(exists=True, finished=True))) == []
+
+
+def test_unfinished_run_in_output_dir_suggests_resume():
+    cfg = compose("recipe=tiny_sft_lora", "device=cpu", "output_dir=/runs/old")
+    e = only_error(cfg, facts(cfg, output_dir=RunDirFacts(exists=True, has_checkpoints=True)))
+    assert "resume=true" in e.fix
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    cfg = compose("recipe=tiny_sft_lora", "device=cpu", "gpus=3", "precision=fp16", "global_batch_size=10",
+                  f"data.dataset={tmp_path}/nope.json", "adapter.lora_rank=0")
+    assert {e.key for e in errors(cfg)} == {"precision", "global_batch_size", "data.dataset", "adapter.lora_rank"}
+
+
+def test_backend_single_with_several_gpus():
+    e = only_error(compose("recipe=llama2_sft_lora", "gpus=2", "backend=single"))
+    assert e.key == "backend" and "backend=torchrun" in e.fix
+
+
+def test_unknown_logger():
+    e = only_error(compose("recipe=tiny_sft_lora", "device=cpu", "logger.report_to=[tensorbored]"))
+    assert e.key == "logger.report_to" and "tensorbored" in e.fix
+
+
+@pytest.mark.parametrize("args, key", [
+    (["gpus=0", "global_batch_size=null"], "gpus=0"),
+    (["precision=fp16"], "precision=fp16"),
+    (["global_batch_size=10", "gpus=3"], "global_batch_size=10"),
+    (["data.dataset=/nonexistent.json"], "data.dataset=/nonexistent.json"),
+    (["model.model_name_or_path=/nonexistent/model"], "model.model_name_or_path=/nonexistent/model"),
+])
+def test_cli_reports_problems_and_exits_2_starting_nothing(tmp_path, args, key):
+    r = run_launch("recipe=tiny_sft_lora", "device=cpu", *args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert f"error: {key}:" in r.stderr
+    assert "nothing was started" in r.stderr and "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_cuda_gpus_not_visible_exits_2(tmp_path):
+    r = run_launch("recipe=tiny_sft_lora", "gpus=2", cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 2 and "error: gpus=2: 0 CUDA GPU(s) visible" in r.stderr and "device=cpu" in r.stderr
+
+
+def test_cli_finished_run_dir_is_protected(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text("{}")
+    r = run_launch("recipe=tiny_sft_lora", "device=cpu", f"output_dir={run}", cwd=tmp_path)
+    assert r.returncode == 2 and "already holds a finished run" in r.stderr
+    assert [p.name for p in run.iterdir()] == ["summary.json"]
+
+
+def test_scan_counts_rows(tmp_path):
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps([{"instruction": "a", "output": "b"}] * 3))
+    f = scan_data_file(str(path))
+    assert f.exists and f.rows == 3 and f.error is None
