@@ -1,4 +1,4 @@
-"""`launch`: compose (Hydra) -> validate -> plan -> run dir -> execute.
+"""`launch`: compose (Hydra) -> validate -> plan -> run dir -> execute (local) | submit (Slurm).
 
 A thin shell over pure steps: launch_run(cfg) does the work, so tests call it with a composed config.
 User mistakes (bad keys, bad values) exit 2 with one message per problem, before anything starts.
@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from launcher import PROJECT_ROOT, schema
 from launcher.facts import gather_facts
-from launcher.plan import build_plan
+from launcher.plan import LaunchPlan, build_plan
 from launcher.rundir import RunDir, clear_run_dir, new_run_dir, write_run_dir
-from launcher.validate import validate
+from launcher.validate import unknown_override_keys, validate
 
 EXIT_USAGE = 2
 
@@ -27,7 +29,17 @@ OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), repla
 schema.register()
 
 
-def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | None = None) -> int:
+@dataclass
+class PendingArray:
+    """Runs of a multirun sweep on Slurm, written but not yet submitted: they become one job array."""
+
+    sweep_dir: str = ""
+    plans: list[LaunchPlan] = field(default_factory=list)
+    wait: bool = False
+
+
+def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | None = None,
+               pending: PendingArray | None = None) -> int:
     facts = gather_facts(cfg)
     problems = validate(cfg, facts)
     for p in problems:
@@ -40,39 +52,106 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
     run_root = Path(cfg.output_dir).expanduser().resolve() if cfg.output_dir else \
         new_run_dir(cfg.output_root, cfg.name, now or datetime.now())
     plan = build_plan(cfg, facts, str(run_root))
+    run = RunDir(run_root)
     script = plan.to_shell(cwd=os.getcwd())
+    slurm = plan.cluster == "slurm"
     if cfg.dry_run:
         print(f"# dry run: nothing started, {run_root} not created")
+        if slurm:
+            from launcher.backends.slurm import script_for
+
+            print(f"# ---- {run.sbatch_sh} (submitted with sbatch --parsable)")
+            print(script_for([plan], cwd=os.getcwd(), output=str(run.slurm_output)), end="")
+            print(f"# ---- {run.launch_sh} (run on every node by srun)")
         print(script, end="")
         return 0
 
-    from launcher.backends.local import execute
     from launcher.envinfo import env_info
 
-    run = RunDir(run_root)
     if cfg.overwrite_output_dir and run.root.exists():
         clear_run_dir(run)
     write_run_dir(run, config=plan.config, overrides=overrides, plan=plan.to_dict(), launch_sh=script,
                   env=env_info(facts.visible_gpus, plan.ranks[0].device))
+    if slurm and pending is not None:
+        pending.plans.append(plan)
+        print(f"launch: {run.root} written; submitted with the sweep's job array", file=sys.stderr)
+        return 0
+    if slurm:
+        return submit_runs([plan], script_dir=run.root, wait=cfg.wait)
+
+    from launcher.backends.local import execute
+
     print(script, end="", flush=True)
     rc = execute(run.launch_sh)
     print(f"launch: run dir {run.root} (exit {rc})", file=sys.stderr)
     return rc
 
 
+def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool) -> int:
+    """Write sbatch.sh (one job, or one array for a sweep), submit it, record the job id(s)."""
+    from launcher.backends import slurm
+
+    array = len(plans) > 1
+    output = str(script_dir / ("slurm-%A_%a.out" if array else "slurm/%j.out"))
+    try:
+        script = slurm.script_for(plans, cwd=os.getcwd(), output=output)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    path = script_dir / "sbatch.sh"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(script)
+    (script_dir / "slurm").mkdir(exist_ok=True)
+    try:
+        job_id = slurm.submit(str(path))
+    except slurm.SlurmError as e:
+        (script_dir / "slurm" / "submit_error.txt").write_text(str(e) + "\n")
+        print(f"error: sbatch refused the job: {e}\n  check the cluster.* keys (partition, account, qos, time, "
+              f"...) in {path}; nothing was started.", file=sys.stderr)
+        return EXIT_USAGE
+    for i, plan in enumerate(plans):
+        run = RunDir(Path(plan.run_dir))
+        (run.root / "slurm").mkdir(exist_ok=True)
+        if array:
+            (run.root / "sbatch.sh").write_text(script)
+        with run.job_ids.open("a") as f:
+            f.write((f"{job_id}_{i}" if array else job_id) + "\n")
+    print(f"launch: submitted job {job_id}" + (f" (array of {len(plans)})" if array else "")
+          + f", {plans[0].nodes} node(s) x {plans[0].nproc_per_node} rank(s)")
+    for plan in plans:
+        print(f"  run dir: {plan.run_dir}")
+    first = plans[0].run_dir
+    print(f"  follow:  squeue -j {job_id}; tail -f {first}/logs/rank0.log; launch-status {first}; "
+          f"launch-cancel {first}")
+    if not wait:
+        return 0
+    states = slurm.wait_for(job_id)
+    return max((s.exit_code or 0) if s.state == "COMPLETED" else max(1, s.exit_code or 0) for s in states)
+
+
 _task_started = False
+_pending = PendingArray()
 
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="launch")
 def _hydra_main(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
-    rc = launch_run(cfg, overrides=HydraConfig.get().overrides.task)
+    hc = HydraConfig.get()
+    sweep_on_slurm = hc.mode == RunMode.MULTIRUN and cfg.cluster.name == "slurm" and not cfg.dry_run
+    if sweep_on_slurm:
+        _pending.sweep_dir, _pending.wait = hc.sweep.dir, cfg.wait
+    rc = launch_run(cfg, overrides=hc.overrides.task, pending=_pending if sweep_on_slurm else None)
     if rc:
         sys.exit(rc)
 
 
 def main() -> None:
+    unknown = unknown_override_keys(sys.argv[1:])
+    if unknown:
+        for p in unknown:
+            print(p, file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     try:
         _hydra_main()
     except SystemExit as e:
@@ -81,6 +160,8 @@ def main() -> None:
         if e.code == 1 and not _task_started:
             sys.exit(EXIT_USAGE)
         raise
+    if _pending.plans:
+        sys.exit(submit_runs(_pending.plans, script_dir=Path(_pending.sweep_dir).resolve(), wait=_pending.wait))
 
 
 if __name__ == "__main__":

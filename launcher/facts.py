@@ -47,6 +47,8 @@ class Facts:
     paths: Mapping[str, bool] = field(default_factory=dict)
     data: Mapping[str, DataFileFacts] = field(default_factory=dict)
     output_dir: RunDirFacts = field(default_factory=RunDirFacts)
+    #: path of sbatch, when this host can submit Slurm jobs
+    sbatch: Optional[str] = None
 
 
 def is_local_path(name: str) -> bool:
@@ -120,4 +122,5 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
         paths=paths,
         data={dataset: scan_data_file(dataset)},
         output_dir=scan_run_dir(cfg.output_dir),
+        sbatch=shutil.which("sbatch") if cfg.cluster.name == "slurm" else None,
     )

@@ -12,9 +12,12 @@ from typing import Any, Mapping
 from omegaconf import OmegaConf
 
 from launcher.facts import Facts
-from launcher.schema import BackendType, Device
+from launcher.schema import BackendType, ClusterType, Device
 
 WORKER_MODULE = "launcher.worker"
+#: torchrun reads any flag from PET_<FLAG>: on Slurm each node's values come from the allocation
+SLURM_RENDEZVOUS = {"PET_NNODES": "$SLURM_NNODES", "PET_NODE_RANK": "$SLURM_NODEID",
+                    "PET_MASTER_ADDR": "$MASTER_ADDR", "PET_MASTER_PORT": "$MASTER_PORT"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,9 @@ class LaunchPlan:
     commands: tuple[NodeCommand, ...]
     #: the fully resolved config, with the plan's numbers, that the worker reads from the run dir
     config: Mapping[str, Any]
+    cluster: str = "local"
+    #: env whose values the shell expands on each node at run time (node rank, master address from Slurm)
+    node_env: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -83,6 +89,7 @@ class LaunchPlan:
             if len(self.commands) > 1:
                 lines.append(f"# node {cmd.node}")
             lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(cmd.env.items())]
+            lines += [f'export {k}="{v}"' for k, v in sorted(self.node_env.items())]
             lines.append("exec " + shlex.join(cmd.argv))
         return "\n".join(lines) + "\n"
 
@@ -103,13 +110,18 @@ def pick_backend(cfg: Any) -> str:
     return "single" if cfg.gpus * cfg.nodes == 1 else "torchrun"
 
 
-def worker_env(cfg: Any, facts: Facts, run_dir: str) -> dict[str, str]:
-    env = {
-        # One BLAS/OpenMP pool per rank: left unset, ranks oversubscribe the cores (5-20x slower on CPU).
-        "OMP_NUM_THREADS": str(max(1, facts.cpu_count // cfg.gpus)),
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONUNBUFFERED": "1",
-    }
+def threads_per_rank(cfg: Any, facts: Facts, nproc: int) -> dict[str, str]:
+    """OMP_NUM_THREADS = cores per node / processes per node: left unset, ranks oversubscribe the cores
+    (5-20x slower on CPU). On Slurm the cores are the task's, known only on the node unless requested."""
+    if cfg.cluster.name == ClusterType.slurm:
+        if cfg.cluster.cpus_per_task is None:
+            return {}
+        return {"OMP_NUM_THREADS": str(max(1, cfg.cluster.cpus_per_task // nproc))}
+    return {"OMP_NUM_THREADS": str(max(1, facts.cpu_count // nproc))}
+
+
+def worker_env(cfg: Any, facts: Facts, run_dir: str, nproc: int) -> dict[str, str]:
+    env = {**threads_per_rank(cfg, facts, nproc), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     report_to = list(cfg.logger.report_to)
     if "tensorboard" in report_to:
         env["TENSORBOARD_LOGGING_DIR"] = f"{run_dir}/tensorboard"
@@ -129,16 +141,26 @@ def build_plan(cfg: Any, facts: Facts, run_dir: str) -> LaunchPlan:
         Rank(rank=n * nproc + i, node=n, local_rank=i, device=f"cuda:{i}" if device == Device.cuda else "cpu")
         for n in range(cfg.nodes) for i in range(nproc)
     )
+    slurm = cfg.cluster.name == ClusterType.slurm
     worker = ["-m", WORKER_MODULE, run_dir]
+    node_env: dict[str, str] = {}
     if backend == "single":
         argv = (facts.python, *worker)
+    elif slurm:  # static rendezvous on the allocation's first host; nnodes and node rank from Slurm
+        argv = (facts.python, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--max-restarts=0",
+                *worker)
+        node_env = dict(SLURM_RENDEZVOUS)
     else:
         argv = (facts.python, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
                 f"--nproc-per-node={nproc}", "--max-restarts=0", *worker)
-    commands = (NodeCommand(node=0, argv=argv, env=worker_env(cfg, facts, run_dir)),)
+    env = worker_env(cfg, facts, run_dir, nproc)
+    if slurm and "OMP_NUM_THREADS" not in env:
+        node_env["OMP_NUM_THREADS"] = f"$(( SLURM_CPUS_ON_NODE / {nproc} > 1 ? SLURM_CPUS_ON_NODE / {nproc} : 1 ))"
+    commands = (NodeCommand(node=0, argv=argv, env=env),)
 
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     config["output_dir"] = run_dir
     config["train"]["gradient_accumulation_steps"] = batch.gradient_accumulation_steps
     return LaunchPlan(run_dir=run_dir, backend=backend, nodes=cfg.nodes, nproc_per_node=nproc, world_size=world,
-                      batch=batch, ranks=ranks, commands=commands, config=config)
+                      batch=batch, ranks=ranks, commands=commands, config=config, cluster=cfg.cluster.name.value,
+                      node_env=node_env)

@@ -2,6 +2,7 @@
 
     config.yaml  overrides.yaml  plan.json  launch.sh  env.json  logs/rank{N}.log  metrics.jsonl
     tensorboard/  wandb/  checkpoints/checkpoint-N/  final/  summary.json
+    sbatch.sh  slurm/{job_ids, %j.out, attempts.log, exit_code}          (cluster=slurm)
 """
 from __future__ import annotations
 
@@ -61,6 +62,19 @@ class RunDir:
     @property
     def summary(self) -> Path:
         return self.root / "summary.json"
+
+    @property
+    def sbatch_sh(self) -> Path:
+        return self.root / "sbatch.sh"
+
+    @property
+    def slurm_output(self) -> Path:
+        return self.root / "slurm" / "%j.out"
+
+    @property
+    def job_ids(self) -> Path:
+        """Slurm job id(s) of this run, one line per submission."""
+        return self.root / "slurm" / "job_ids"
 
 
 def new_run_dir(output_root: str, name: str, now: datetime) -> Path:

@@ -42,6 +42,7 @@ class BackendType(str, Enum):
 
 class ClusterType(str, Enum):
     local = "local"
+    slurm = "slurm"
 
 
 @dataclass
@@ -94,7 +95,43 @@ class BackendConfig:
 
 @dataclass
 class ClusterConfig:
+    """Where the run happens. The Slurm keys are sbatch's own option names (unused by cluster=local)."""
+
     name: ClusterType = ClusterType.local
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    #: wall-clock limit in Slurm's format (minutes, HH:MM:SS, D-HH:MM:SS)
+    time: Optional[str] = None
+    #: GPUs requested per node; default `gpus` (ignored with device=cpu)
+    gpus_per_node: Optional[int] = None
+    #: CPUs for each node's launcher task (torchrun and its ranks); default: Slurm's
+    cpus_per_task: Optional[int] = None
+    mem: Optional[str] = None
+    constraint: Optional[str] = None
+    exclusive: bool = False
+    nodelist: Optional[str] = None
+    exclude: Optional[str] = None
+    #: default: the run's name
+    job_name: Optional[str] = None
+    #: stdout/stderr of the batch script; default RUN_DIR/slurm/%j.out (errors go there too)
+    output: Optional[str] = None
+    error: Optional[str] = None
+    #: a multirun sweep is one job array; at most this many of its tasks run at once (sbatch --array=...%N)
+    array_parallelism: Optional[int] = None
+    dependency: Optional[str] = None
+    #: shell lines run before training on the batch host (module load, venv activation, exports)
+    setup: list[str] = field(default_factory=list)
+    #: extra srun options, e.g. ["--container-image=nvcr.io#nvidia/pytorch:24.05-py3"] (pyxis)
+    srun_args: list[str] = field(default_factory=list)
+    #: any other sbatch option, name -> value ("" for a flag): the escape hatch
+    additional_parameters: dict[str, str] = field(default_factory=dict)
+    #: warning signal before the time limit / preemption (NCCL may use USR1)
+    signal: str = "USR2"
+    #: seconds before the end at which the signal arrives: enough to write a checkpoint
+    signal_time: int = 120
+    #: requeues after a preemption/time-limit signal before the job gives up
+    max_requeues: int = 3
 
 
 @dataclass
@@ -157,6 +194,22 @@ class LaunchConfig:
     seed: int = 42
     #: when set, gradient_accumulation_steps = global / (per_device x world)
     global_batch_size: Optional[int] = None
+    #: cluster=slurm: follow the submitted job and exit with its status
+    wait: bool = False
+
+
+def schema_fields(path: str) -> Optional[list[str]]:
+    """Key names of the schema node at a dotted path ('' = top level, 'cluster', ...), None if not a node."""
+    from dataclasses import fields, is_dataclass
+    from typing import get_type_hints
+
+    node: Any = LaunchConfig
+    for part in [p for p in path.split(".") if p]:
+        hints = get_type_hints(node)
+        if part not in hints or not is_dataclass(hints[part]):
+            return None
+        node = hints[part]
+    return [f.name for f in fields(node)]
 
 
 def register() -> None:

@@ -5,15 +5,16 @@ warnings are printed and the launch goes on.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError
 from omegaconf.errors import ValidationError as OmegaConfValidationError
 
 from launcher.facts import Facts
-from launcher.schema import AdapterType, BackendType, Device, LaunchConfig, Precision
+from launcher.schema import AdapterType, BackendType, ClusterType, Device, LaunchConfig, Precision, schema_fields
 
 #: columns each data format needs in every row (optional ones are not listed)
 REQUIRED_COLUMNS = {"alpaca": ("instruction", "output")}
@@ -48,7 +49,30 @@ def validate(cfg: Any, facts: Facts) -> list[Problem]:
         *_check_batch(cfg),
         *_check_output(cfg, facts),
         *_check_logger(cfg),
+        *_check_slurm(cfg, facts),
     ]
+
+
+def _unknown_key(key: str, value: Any) -> Problem | None:
+    parent, _, leaf = key.rpartition(".")
+    valid = schema_fields(parent)
+    if valid is None or leaf in valid:
+        return None
+    where = f"in {parent}" if parent else "at the top level"
+    return Problem(key, value, f"unknown key {where}; valid keys: {', '.join(valid)}")
+
+
+def unknown_override_keys(overrides: Sequence[str]) -> list[Problem]:
+    """Overrides naming a key the schema lacks, each with the valid keys listed (before Hydra composes)."""
+    problems = []
+    for o in overrides:
+        key, eq, value = o.lstrip("+").partition("=")
+        if o.startswith(("-", "~")) or not eq or "/" in key or key.split(".")[0] in ("hydra", "recipe"):
+            continue
+        problem = _unknown_key(key, value)
+        if problem:
+            problems.append(problem)
+    return problems
 
 
 def _check_schema(cfg: Any) -> Iterator[Problem]:
@@ -56,8 +80,7 @@ def _check_schema(cfg: Any) -> Iterator[Problem]:
     try:
         OmegaConf.merge(OmegaConf.structured(LaunchConfig), OmegaConf.to_container(cfg))
     except (ConfigKeyError, OmegaConfValidationError) as e:
-        yield Problem(e.full_key, "?", f"not a key of the launch schema ({type(e).__name__}); check the "
-                      "spelling against `launch --cfg job`")
+        yield _unknown_key(e.full_key, "?") or Problem(e.full_key, "?", f"does not fit the schema: {e.msg}")
 
 
 def _check_topology(cfg: Any, facts: Facts) -> Iterator[Problem]:
@@ -65,13 +88,14 @@ def _check_topology(cfg: Any, facts: Facts) -> Iterator[Problem]:
         yield Problem("gpus", cfg.gpus, "must be >= 1 (processes per node); use gpus=1 for a single process")
     if cfg.nodes < 1:
         yield Problem("nodes", cfg.nodes, "must be >= 1; use nodes=1 on one machine")
-    elif cfg.nodes > 1 and cfg.cluster.name == "local":
+    elif cfg.nodes > 1 and cfg.cluster.name == ClusterType.local:
         yield Problem("nodes", cfg.nodes, "a local launch runs on this machine only; use nodes=1 "
                       "(multi-node runs go through a cluster, e.g. cluster=slurm)")
     if cfg.backend.name == BackendType.single and cfg.gpus * cfg.nodes > 1:
         yield Problem("backend", cfg.backend.name, f"runs one process but gpus={cfg.gpus} x nodes={cfg.nodes} "
                       "asks for more; use backend=torchrun (or auto), or gpus=1")
-    if cfg.device == Device.cuda and cfg.gpus > facts.visible_gpus:
+    # On Slurm the GPUs are the allocation's, not this (login) node's.
+    if cfg.device == Device.cuda and cfg.cluster.name == ClusterType.local and cfg.gpus > facts.visible_gpus:
         where = f"{facts.visible_gpus} CUDA GPU(s) visible on {facts.hostname}"
         if cfg.dry_run:
             yield Problem("gpus", cfg.gpus, f"{where}; fine for a dry run, a real run needs them", error=False)
@@ -186,3 +210,51 @@ def _check_logger(cfg: Any) -> Iterator[Problem]:
                           f"unknown logger {r!r}; use any of {', '.join(REPORT_TO)}, e.g. logger=tensorboard")
     if cfg.logger.wandb_mode not in WANDB_MODES:
         yield Problem("logger.wandb_mode", cfg.logger.wandb_mode, f"use one of {', '.join(WANDB_MODES)}")
+
+
+SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP", "URG")
+_SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def slurm_time_seconds(value: str) -> int | None:
+    """Slurm's time formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS -> seconds (None if invalid)."""
+    m = _SLURM_TIME.match(value.strip())
+    if not m:
+        return None
+    days, a, b, c = m.groups()
+    parts = [int(x) for x in (a, b, c) if x is not None]
+    if days is not None:  # D-HH[:MM[:SS]]
+        hh, mm, ss = (parts + [0, 0])[:3]
+        return int(days) * 86400 + hh * 3600 + mm * 60 + ss
+    if len(parts) == 1:
+        return parts[0] * 60
+    if len(parts) == 2:
+        return parts[0] * 60 + parts[1]
+    return parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
+def _check_slurm(cfg: Any, facts: Facts) -> Iterator[Problem]:
+    c = cfg.cluster
+    if c.name != ClusterType.slurm:
+        return
+    if not facts.sbatch and not cfg.dry_run:
+        yield Problem("cluster", "slurm", "sbatch is not on PATH here; submit from a Slurm login node, use "
+                      "dry_run=true to see the script, or cluster=local")
+    if c.signal.removeprefix("SIG") not in SIGNALS or c.signal.startswith("SIG"):
+        yield Problem("cluster.signal", c.signal, f"use one of {', '.join(SIGNALS)} (USR2 by default: NCCL may use USR1)")
+    if c.signal_time < 1:
+        yield Problem("cluster.signal_time", c.signal_time, "seconds before the end; must be >= 1, e.g. 120")
+    if c.max_requeues < 0:
+        yield Problem("cluster.max_requeues", c.max_requeues, "must be >= 0 (0: never requeue)")
+    if c.time is not None:
+        limit = slurm_time_seconds(str(c.time))
+        if limit is None:
+            yield Problem("cluster.time", c.time, "not a Slurm time; use MM, HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00")
+        elif limit <= c.signal_time:
+            yield Problem("cluster.signal_time", c.signal_time, f"the warning would come before the job starts "
+                          f"(time limit {limit} s); lower it or raise cluster.time")
+    if c.gpus_per_node is not None and c.gpus_per_node < cfg.gpus and cfg.device == Device.cuda:
+        yield Problem("cluster.gpus_per_node", c.gpus_per_node, f"fewer GPUs than gpus={cfg.gpus} ranks per node; "
+                      f"leave it unset (= gpus) or raise it")
+    if c.array_parallelism is not None and c.array_parallelism < 1:
+        yield Problem("cluster.array_parallelism", c.array_parallelism, "must be >= 1, or null for no limit")

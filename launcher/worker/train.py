@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -32,7 +34,10 @@ class Worker:
         from launcher.worker.model import count_parameters, load_model, load_tokenizer, resolve_precision
 
         cfg = self.cfg
-        log.info("rank %d/%d (local %d) starting in %s", self.rank, self.world_size, self.local_rank, self.run.root)
+        log.info("rank %d/%d (node %s, local %d) on %s%s starting in %s", self.rank, self.world_size,
+                 os.environ.get("GROUP_RANK", "0"), self.local_rank, socket.gethostname(),
+                 f" (slurm node {os.environ['SLURMD_NODENAME']})" if "SLURMD_NODENAME" in os.environ else "",
+                 self.run.root)
         set_seed(cfg.seed)
         self.precision = resolve_precision(cfg.precision.name.value, cfg.device.value)
         self.tokenizer = load_tokenizer(cfg)
@@ -74,15 +79,28 @@ class Worker:
 
         from launcher.data.collator import PaddingCollator
         from launcher.worker.callbacks import MetricsCallback
+        from launcher.worker.preempt import PreemptionCallback
 
         metrics = MetricsCallback(self.run.metrics)
+        callbacks = [metrics]
+        preempt = PreemptionCallback(os.environ["LAUNCHER_PREEMPT_FILE"]) \
+            if os.environ.get("LAUNCHER_PREEMPT_FILE") else None
+        if preempt:
+            callbacks.append(preempt)
         trainer = Trainer(model=self.model, args=self.training_args(), train_dataset=self.dataset,
                           data_collator=PaddingCollator(self.tokenizer.pad_token_id),
-                          processing_class=self.tokenizer, callbacks=[metrics])
-        resume = get_last_checkpoint(str(self.run.checkpoints)) if self.cfg.resume and self.run.checkpoints.is_dir() else None
+                          processing_class=self.tokenizer, callbacks=callbacks)
+        # resume=true, or a job requeued by Slurm (LAUNCHER_RESUME from the batch script)
+        wants_resume = self.cfg.resume or os.environ.get("LAUNCHER_RESUME") == "1"
+        resume = get_last_checkpoint(str(self.run.checkpoints)) if wants_resume and self.run.checkpoints.is_dir() \
+            else None
         if resume:
             log.info("resuming from %s", resume)
         result = trainer.train(resume_from_checkpoint=resume)
+        if preempt and preempt.stopped_at is not None:
+            log.warning("stopped at step %d for a requeue; final/ and summary.json come when training ends",
+                        preempt.stopped_at)
+            return
         trainer.save_model(str(self.run.final))
         if trainer.is_world_process_zero():
             self.tokenizer.save_pretrained(str(self.run.final))
@@ -105,6 +123,7 @@ class Worker:
             "wall_time_s": round(time.time() - self.started, 3),
             "trainable_params": self.trainable, "total_params": self.total,
             "resumed_from": resumed_from, "final_dir": str(self.run.final),
+            "restart_count": int(os.environ.get("LAUNCHER_RESTART_COUNT", 0)),
         }
         self.run.summary.write_text(json.dumps(summary, indent=2) + "\n")
         log.info("summary: %s", json.dumps(summary))

@@ -1,0 +1,202 @@
+"""Slurm: render a readable sbatch script from a plan, submit it, follow and cancel jobs.
+
+render_sbatch() is pure (sorted #SBATCH lines, values shell-quoted). In the allocation, `srun` starts one
+task per node that runs the run dir's launch.sh (torchrun with the node rank and master address from
+Slurm). The batch shell traps the warning signal, asks the ranks to checkpoint (a request file they poll
+at every step, agreed on by all ranks), then requeues the job, bounded by max_requeues; the requeued job
+resumes from that checkpoint in the same run dir. srun runs in the background because bash runs a trap
+only between foreground commands.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+#: cluster keys that map 1:1 onto sbatch options of the same name (underscores become dashes)
+SBATCH_KEYS = ("partition", "account", "qos", "time", "mem", "constraint", "nodelist", "exclude", "dependency",
+               "cpus_per_task", "error")
+TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+                   "DEADLINE", "PREEMPTED", "SPECIAL_EXIT"}
+PREEMPT_FILE = "slurm/preempt.request"
+
+
+class SlurmError(RuntimeError):
+    """sbatch/scontrol refused (a bad partition, account, ...): shown to the user as is."""
+
+
+def sbatch_options(cluster: Mapping[str, Any], *, name: str, nodes: int, gpus_per_node: int, output: str
+                   ) -> dict[str, Optional[str]]:
+    """sbatch option -> value (None for a flag). Pure; the one place sbatch options are decided."""
+    opts: dict[str, Optional[str]] = {
+        "job-name": cluster.get("job_name") or name,
+        "nodes": str(nodes),
+        "ntasks-per-node": "1",  # one launcher (torchrun) per node; it starts the ranks
+        "output": cluster.get("output") or output,
+        "open-mode": "append",  # a requeued job appends to, not wipes, its log
+        "requeue": None,
+        "signal": f"B:{cluster['signal']}@{cluster['signal_time']}",
+    }
+    if gpus_per_node:
+        opts["gpus-per-node"] = str(gpus_per_node)
+    for key in SBATCH_KEYS:
+        if cluster.get(key) not in (None, ""):
+            opts[key.replace("_", "-")] = str(cluster[key])
+    if cluster.get("exclusive"):
+        opts["exclusive"] = None
+    for key, value in (cluster.get("additional_parameters") or {}).items():
+        opts[key.replace("_", "-")] = str(value) if value not in (None, "") else None
+    return opts
+
+
+def options_for(plan: Any, output: str) -> dict[str, Optional[str]]:
+    """sbatch options of a plan: its cluster keys, nodes, and GPUs per node (none on CPU)."""
+    cfg = plan.config
+    gpus = (cfg["cluster"].get("gpus_per_node") or cfg["gpus"]) if cfg["device"] == "cuda" else 0
+    return sbatch_options(cfg["cluster"], name=cfg["name"], nodes=plan.nodes, gpus_per_node=gpus, output=output)
+
+
+def script_for(plans: Sequence[Any], cwd: str, output: str) -> str:
+    """The sbatch script for one plan, or one job array for several (a multirun sweep).
+
+    Raises ValueError when the plans ask for different resources (they cannot share one array)."""
+    options = [options_for(p, output) for p in plans]
+    first = {k: v for k, v in options[0].items() if k != "job-name"}
+    for plan, opts in zip(plans[1:], options[1:]):
+        differ = sorted(k for k in set(first) | set(opts) if k != "job-name" and first.get(k) != opts.get(k))
+        if differ:
+            raise ValueError(f"the sweep's runs ask for different resources ({', '.join('--' + k for k in differ)}), "
+                             "so they cannot be one job array; sweep only training keys, or submit separately")
+    opts = dict(options[0])
+    if len(plans) > 1:
+        limit = plans[0].config["cluster"].get("array_parallelism")
+        opts["array"] = f"0-{len(plans) - 1}" + (f"%{limit}" if limit else "")
+    c = plans[0].config["cluster"]
+    return render_sbatch(options=opts, run_dirs=[p.run_dir for p in plans], cwd=cwd, nodes=plans[0].nodes,
+                         setup=c.get("setup") or [], srun_args=c.get("srun_args") or [], signal=c["signal"],
+                         max_requeues=c["max_requeues"])
+
+
+def _sbatch_line(key: str, value: Optional[str]) -> str:
+    return f"#SBATCH --{key}" if value is None else f"#SBATCH --{key}={shlex.quote(value)}"
+
+
+def render_sbatch(*, options: Mapping[str, Optional[str]], run_dirs: Sequence[str], cwd: str, nodes: int,
+                  setup: Sequence[str], srun_args: Sequence[str], signal: str, max_requeues: int) -> str:
+    """The batch script. One run dir, or several for an array (task i runs run_dirs[i])."""
+    q = shlex.quote
+    if len(run_dirs) == 1:
+        pick = f"RUN_DIR={q(run_dirs[0])}"
+    else:
+        pick = "RUN_DIRS=(\n" + "".join(f"  {q(d)}\n" for d in run_dirs) + ')\nRUN_DIR="${RUN_DIRS[$SLURM_ARRAY_TASK_ID]}"'
+    srun = shlex.join(["srun", f"--nodes={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", *srun_args])
+    lines = [
+        "#!/usr/bin/env bash",
+        *sorted(_sbatch_line(k, v) for k, v in options.items()),
+        "# Written by `launch`; re-submit with: sbatch THIS_FILE",
+        "set -uo pipefail",
+        *(["# --- setup (cluster.setup)", *setup] if setup else []),
+        f"cd {q(cwd)}",
+        pick,
+        f"MAX_REQUEUES={int(max_requeues)}",
+        'RESTART="${SLURM_RESTART_COUNT:-0}"',
+        'mkdir -p "$RUN_DIR/slurm"',
+        'echo "$(date -Is) job=$SLURM_JOB_ID restart=$RESTART nodes=$SLURM_JOB_NODELIST" >> "$RUN_DIR/slurm/attempts.log"',
+        "# Rendezvous on the allocation's first host; the port is derived from the job id (stable on requeue).",
+        'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
+        'export MASTER_PORT="$(( 20000 + SLURM_JOB_ID % 20000 ))"',
+        'export LAUNCHER_RESTART_COUNT="$RESTART"',
+        '# A requeued job (by us after a warning signal, or by an admin) resumes from its last checkpoint.',
+        'if [ "$RESTART" -gt 0 ]; then export LAUNCHER_RESUME=1; fi',
+        f'export LAUNCHER_PREEMPT_FILE="$RUN_DIR/{PREEMPT_FILE}"',
+        'rm -f "$LAUNCHER_PREEMPT_FILE"',
+        f"trap 'echo \"launch: SIG{signal} at $(date -Is): asking the ranks to checkpoint\"; "
+        f"touch \"$LAUNCHER_PREEMPT_FILE\"' {signal}",
+        f'{srun} bash "$RUN_DIR/launch.sh" &',
+        'SRUN_PID=$!',
+        'while :; do',
+        '  wait "$SRUN_PID"; rc=$?',
+        '  # a trap interrupted `wait` while srun still runs: keep waiting',
+        '  if [ "$rc" -gt 128 ] && kill -0 "$SRUN_PID" 2>/dev/null; then continue; fi',
+        '  break',
+        'done',
+        'echo "$rc" > "$RUN_DIR/slurm/exit_code"',
+        'if [ -f "$LAUNCHER_PREEMPT_FILE" ] && [ ! -f "$RUN_DIR/summary.json" ]; then',
+        '  if [ "$RESTART" -lt "$MAX_REQUEUES" ]; then',
+        '    echo "launch: checkpoint saved; requeueing job $SLURM_JOB_ID (restart $((RESTART + 1)) of at most $MAX_REQUEUES)"',
+        '    scontrol requeue "$SLURM_JOB_ID"',
+        '    exit 0',
+        '  fi',
+        '  echo "launch: stopped by a signal after $RESTART requeue(s) = max_requeues; not requeueing" >&2',
+        '  exit 1',
+        'fi',
+        'exit "$rc"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def submit(script: str, run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> str:
+    """sbatch --parsable SCRIPT -> job id."""
+    out = run(["sbatch", "--parsable", script], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SlurmError(out.stderr.strip() or out.stdout.strip() or f"sbatch exited {out.returncode}")
+    return out.stdout.strip().split(";")[0]
+
+
+@dataclass(frozen=True)
+class JobState:
+    job_id: str
+    state: str
+    exit_code: Optional[int]
+    restarts: int
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+def parse_scontrol(text: str) -> list[JobState]:
+    """`scontrol show job -o ID` -> one JobState per line (array tasks are lines of their own)."""
+    states = []
+    for line in text.splitlines():
+        fields = dict(re.findall(r"(\w+)=(\S*)", line))
+        if "JobId" not in fields:
+            continue
+        job = fields["JobId"]
+        if fields.get("ArrayJobId") and fields.get("ArrayTaskId", "").isdigit():
+            job = f"{fields['ArrayJobId']}_{fields['ArrayTaskId']}"
+        code = fields.get("ExitCode", "")
+        rc, _, sig = code.partition(":")
+        exit_code = (int(rc) or (128 + int(sig) if sig.isdigit() and int(sig) else 0)) if rc.isdigit() else None
+        states.append(JobState(job, fields.get("JobState", "UNKNOWN"), exit_code, int(fields.get("Restarts", 0))))
+    return states
+
+
+def job_states(job_id: str) -> list[JobState]:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SlurmError(out.stderr.strip() or f"scontrol exited {out.returncode}")
+    return parse_scontrol(out.stdout)
+
+
+def wait_for(job_id: str, poll_s: float = 2.0, report: Callable[[str], None] = print) -> list[JobState]:
+    """Follow a job (all its array tasks) until every part is in a terminal state."""
+    seen: dict[str, str] = {}
+    while True:
+        states = job_states(job_id)
+        for s in states:
+            if seen.get(s.job_id) != s.state:
+                seen[s.job_id] = s.state
+                report(f"launch: job {s.job_id}: {s.state}" + (f" (restarts {s.restarts})" if s.restarts else ""))
+        if states and all(s.done for s in states):
+            return states
+        time.sleep(poll_s)
+
+
+def cancel(job_id: str) -> None:
+    out = subprocess.run(["scancel", job_id], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SlurmError(out.stderr.strip() or f"scancel exited {out.returncode}")

@@ -1,0 +1,48 @@
+"""`launch-status RUN_DIR [--wait]` and `launch-cancel RUN_DIR`: follow or stop a run's Slurm job."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from launcher.backends import slurm
+from launcher.rundir import RunDir
+
+
+def _last_job(run_dir: str) -> str:
+    run = RunDir(Path(run_dir).resolve())
+    if not run.job_ids.is_file():
+        sys.exit(f"error: {run.root} has no Slurm job ({run.job_ids} missing): was it launched with cluster=slurm?")
+    return run.job_ids.read_text().split()[-1]
+
+
+def status_main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="launch-status", description="State of a run dir's (last) Slurm job.")
+    p.add_argument("run_dir")
+    p.add_argument("--wait", action="store_true", help="follow the job to its end; exit with its status")
+    args = p.parse_args(argv)
+    job = _last_job(args.run_dir)
+    try:
+        states = slurm.wait_for(job) if args.wait else slurm.job_states(job)
+    except slurm.SlurmError as e:
+        sys.exit(f"error: {e}")
+    rc = 0
+    for s in states:
+        if not args.wait:
+            print(f"job {s.job_id}: {s.state}" + (f" exit {s.exit_code}" if s.done else "")
+                  + (f" (restarts {s.restarts})" if s.restarts else ""))
+        if s.done and (s.state != "COMPLETED" or s.exit_code):
+            rc = max(rc, s.exit_code or 1)
+    sys.exit(rc)
+
+
+def cancel_main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="launch-cancel", description="Cancel a run dir's (last) Slurm job.")
+    p.add_argument("run_dir")
+    args = p.parse_args(argv)
+    job = _last_job(args.run_dir)
+    try:
+        slurm.cancel(job)
+    except slurm.SlurmError as e:
+        sys.exit(f"error: {e}")
+    print(f"launch: cancelled job {job}")

@@ -1,0 +1,125 @@
+"""`cluster=slurm` against a real 2-node Slurm (slurmctld + 2 slurmd on this host, scripts/slurm/up.sh)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launcher import PROJECT_ROOT
+from tests.support import run_launch
+
+pytestmark = pytest.mark.integration
+SLURM = PROJECT_ROOT / "scripts" / "slurm"
+TINY = ("recipe=tiny_sft_lora", "device=cpu", "cluster=slurm")
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    state_dir = os.environ.get("LAUNCHER_SLURM_DIR", "/tmp/launcher-slurm")
+    os.environ["SLURM_CONF"] = f"{state_dir}/etc/slurm.conf"
+    up = subprocess.run(["bash", str(SLURM / "up.sh")], capture_output=True, text=True, timeout=900)
+    if up.returncode != 0:
+        if subprocess.run(["bash", "-c", "command -v sbatch slurmctld slurmd"], capture_output=True).returncode:
+            pytest.skip(f"Slurm could not be installed here:\n{up.stdout[-2000:]}{up.stderr[-2000:]}")
+        pytest.fail(f"scripts/slurm/up.sh failed:\n{up.stdout[-3000:]}{up.stderr[-3000:]}")
+    yield
+    subprocess.run(["bash", str(SLURM / "down.sh")], capture_output=True, timeout=120)
+
+
+def job_id(run: Path) -> str:
+    return (run / "slurm" / "job_ids").read_text().split()[-1]
+
+
+def rank_logs(run: Path) -> dict[int, str]:
+    return {int(p.stem[4:]): p.read_text() for p in (run / "logs").glob("rank*.log")}
+
+
+def summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_two_nodes_train_into_one_run_dir(slurm_cluster, tiny_model, tmp_path, gpus):
+    run = tmp_path / "run"
+    r = run_launch(*TINY, "nodes=2", f"gpus={gpus}", f"train.per_device_train_batch_size={4 // gpus}",
+                   f"output_dir={run}", "wait=true", "train.max_steps=8", cwd=tmp_path)
+    job_logs = "".join(p.read_text()[-3000:] for p in run.glob("slurm/*.out"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:] + job_logs
+    assert re.search(r"submitted job \d+, 2 node\(s\) x %d rank\(s\)" % gpus, r.stdout)
+    assert "COMPLETED" in r.stdout
+    logs = rank_logs(run)
+    assert sorted(logs) == list(range(2 * gpus))
+    assert {re.search(r"slurm node (node\d)", text).group(1) for text in logs.values()} == {"node1", "node2"}
+    s = summary(run)
+    assert s["world_size"] == 2 * gpus and s["steps"] == 8 and s["restart_count"] == 0
+    assert (run / "sbatch.sh").is_file() and (run / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_a_signalled_job_checkpoints_requeues_and_finishes(slurm_cluster, tiny_model, tmp_path):
+    run = tmp_path / "run"
+    r = run_launch(*TINY, "nodes=2", "gpus=1", f"output_dir={run}", "train.max_steps=400", "train.logging_steps=5",
+                   "train.save_steps=100000", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    job = job_id(run)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # let it train a few steps, then send the warning signal
+        metrics = run / "metrics.jsonl"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR2", "--batch", job], check=True)
+    status = subprocess.run(["launch-status", str(run), "--wait"],
+                            capture_output=True, text=True, timeout=400)
+    assert status.returncode == 0, status.stdout + status.stderr
+    attempts = (run / "slurm" / "attempts.log").read_text().splitlines()
+    assert [a.split()[2] for a in attempts] == ["restart=0", "restart=1"]
+    out = (run / "slurm" / f"{job}.out").read_text()
+    assert "asking the ranks to checkpoint" in out and "requeueing job" in out
+    s = summary(run)
+    assert s["steps"] == 400 and s["restart_count"] == 1  # the same final step as an uninterrupted run
+    assert re.search(r"checkpoint-\d+$", s["resumed_from"])
+    resumed_at = int(s["resumed_from"].rsplit("-", 1)[1])
+    assert 0 < resumed_at < 400
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 400
+
+
+def test_a_sweep_is_one_job_array(slurm_cluster, tiny_model, tmp_path):
+    r = run_launch("-m", *TINY, "adapter.lora_rank=2,4,8", "wait=true", "train.max_steps=4", cwd=tmp_path,
+                   timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "(array of 3)" in r.stdout
+    runs = sorted((tmp_path / "outputs" / "tiny_sft_lora").iterdir())
+    assert len(runs) == 3
+    ranks = {yaml.safe_load((run / "config.yaml").read_text())["adapter"]["lora_rank"]: run for run in runs}
+    assert sorted(ranks) == [2, 4, 8]
+    ids = {job_id(run) for run in runs}
+    assert len({i.split("_")[0] for i in ids}) == 1 and {i.split("_")[1] for i in ids} == {"0", "1", "2"}
+    for rank, run in ranks.items():
+        assert summary(run)["trainable_params"] == 2 * rank * ((64 + 64) + (64 + 32))
+        assert f"adapter.lora_rank={rank}" in (run / "overrides.yaml").read_text()
+
+
+def test_unknown_partition_is_one_clear_message(slurm_cluster, tiny_model, tmp_path):
+    r = run_launch(*TINY, "cluster.partition=nosuchpartition", f"output_dir={tmp_path}/run", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "error: sbatch refused the job:" in r.stderr and "Invalid partition name" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_status_and_cancel(slurm_cluster, tiny_model, tmp_path):
+    run = tmp_path / "run"
+    r = run_launch(*TINY, f"output_dir={run}", "train.max_steps=100000", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    status = subprocess.run(["launch-status", str(run)], capture_output=True, text=True)
+    assert re.search(r"job \d+: (PENDING|RUNNING)", status.stdout), status.stdout + status.stderr
+    cancel = subprocess.run(["launch-cancel", str(run)], capture_output=True, text=True)
+    assert cancel.returncode == 0 and "cancelled job" in cancel.stdout
+    final = subprocess.run(["launch-status", str(run), "--wait"], capture_output=True, text=True, timeout=120)
+    assert final.returncode != 0 and "CANCELLED" in final.stdout
