@@ -25,7 +25,13 @@ def status_main(argv: list[str] | None = None) -> None:
     try:
         states = slurm.wait_for(job) if args.wait else slurm.job_states(job)
     except slurm.SlurmError as e:
-        sys.exit(f"error: {e}")
+        # Without accounting, Slurm forgets a job MinJobAge after it ends; the batch script left its status.
+        exit_file = RunDir(Path(args.run_dir).resolve()).root / "slurm" / "exit_code"
+        if not exit_file.is_file():
+            sys.exit(f"error: {e}")
+        rc = int(exit_file.read_text().strip() or 1)
+        print(f"job {job}: no longer known to Slurm ({e}); its batch script ended with exit {rc}")
+        sys.exit(rc)
     rc = 0
     for s in states:
         if not args.wait:

@@ -90,6 +90,23 @@ def test_a_signalled_job_checkpoints_requeues_and_finishes(slurm_cluster, tiny_m
     assert steps == sorted(set(steps)) and steps[-1] == 400
 
 
+def test_a_job_requeued_from_outside_resumes(slurm_cluster, tiny_model, tmp_path):
+    run = tmp_path / "run"
+    r = run_launch(*TINY, "gpus=2", "train.per_device_train_batch_size=2", f"output_dir={run}",
+                   "train.max_steps=300", "train.save_steps=20", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    job = job_id(run)
+    deadline = time.monotonic() + 180
+    while not list((run / "checkpoints").glob("checkpoint-*")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1)  # let the checkpoint finish writing
+    subprocess.run(["scontrol", "requeue", job], check=True)  # an admin's requeue, or a node failure
+    status = subprocess.run(["launch-status", str(run), "--wait"], capture_output=True, text=True, timeout=400)
+    assert status.returncode == 0, status.stdout + status.stderr
+    s = summary(run)
+    assert s["steps"] == 300 and s["restart_count"] == 1 and re.search(r"checkpoint-\d+$", s["resumed_from"])
+
+
 def test_a_sweep_is_one_job_array(slurm_cluster, tiny_model, tmp_path):
     r = run_launch("-m", *TINY, "adapter.lora_rank=2,4,8", "wait=true", "train.max_steps=4", cwd=tmp_path,
                    timeout=600)
