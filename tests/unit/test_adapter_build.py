@@ -212,3 +212,13 @@ def test_continuing_and_merging_adapters(tiny_model, tmp_path):
         assert not torch.allclose(model(ids).logits, logits_a, atol=1e-3)
 
 
+def test_chat_prompt_is_the_training_prompt(tok):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add 2 and 3."},
+                {"role": "assistant", "content": "5"}]
+    for template in ("auto", "alpaca", "chatml", "llama2"):
+        ids, labels = encode(tok, template, messages, cutoff_len=1024)
+        prompt = encode_prompt(tok, template, messages[:-1])
+        n_prompt = next(i for i, lab in enumerate(labels) if lab != -100)
+        assert prompt == ids[:n_prompt], template
+    assert tok.decode(encode_prompt(tok, "auto", messages[:-1])).endswith("<|user|>\nAdd 2 and 3.\n<|assistant|>\n")
+    assert stop_token_ids(tok, "auto") == [tok.eos_token_id]
