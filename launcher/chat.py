@@ -22,12 +22,12 @@ class Chat:
         import torch
 
         from launcher.data.templates import stop_token_ids
-        from launcher.worker.model import DTYPES, resolve_precision
+        from launcher.worker.model import resolve_precision
 
         precision = resolve_precision("auto", device)
         # a qlora run is chatted with as it trained (4-bit) where bitsandbytes can run: on a GPU
         quantize = device == "cuda" and trained.cfg.adapter.quantization_bit is not None
-        self.tokenizer, self.model = load(trained, DTYPES[precision], quantize=quantize)
+        self.tokenizer, self.model = load(trained, precision, quantize=quantize)
         if not quantize:
             self.model.to(torch.device(device))
         self.device = device

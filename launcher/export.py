@@ -31,23 +31,21 @@ def saved_dtype(path: Path) -> str:
 
 
 def export(trained: TrainedRun, export_dir: Path, export_size: float = 5.0, export_dtype: str = "auto") -> Path:
-    from launcher.worker.model import DTYPES
-
     cfg = trained.cfg
     adapter = cfg.adapter.name.value
     if export_dtype == "auto":
         source = trained.weights if adapter in ("full", "freeze") else Path(cfg.model.model_name_or_path)
         export_dtype = saved_dtype(source)
-    tokenizer, model = load(trained, DTYPES[export_dtype])
+    tokenizer, model = load(trained, export_dtype)
     if adapter in ("lora", "qlora"):
         model = model.merge_and_unload()
     export_dir.mkdir(parents=True, exist_ok=True)
     # prefix: the PeftModel saves the adapter only, pointing at its base
     model.save_pretrained(str(export_dir), max_shard_size=max(1, int(export_size * 1e9)))
     tokenizer.save_pretrained(str(export_dir))
-    what = "peft prefix adapter (on " + cfg.model.model_name_or_path + ")" if adapter == "prefix" else \
-        f"{'merged ' if adapter in ('lora', 'qlora') else ''}model, {export_dtype}"
-    print(f"launch-export: {adapter} run {trained.run.root} -> {export_dir} ({what})")
+    what = {"prefix": f"peft prefix adapter on {cfg.model.model_name_or_path}", "lora": "merged model",
+            "qlora": "merged model"}.get(adapter, "model")
+    print(f"launch-export: {adapter} run {trained.run.root} -> {export_dir} ({what}, {export_dtype})")
     return export_dir
 
 

@@ -44,8 +44,9 @@ def open_run(run_dir: str, checkpoint: Optional[str] = None) -> TrainedRun:
     return TrainedRun(run, load_run_config(str(run.config)), weights)
 
 
-def load(trained: TrainedRun, dtype: Any, quantize: bool = False):
-    """(tokenizer, model in eval mode) of a trained run."""
+def load(trained: TrainedRun, dtype: str, quantize: bool = False):
+    """(tokenizer, model in eval mode) of a trained run, weights in dtype fp32, bf16 or fp16 (a quantized
+    base computes in it)."""
     from launcher.worker.model import load_tokenizer, load_trained
 
     tokenizer = load_tokenizer(trained.cfg, str(trained.weights))

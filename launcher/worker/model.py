@@ -118,13 +118,13 @@ def load_model(cfg: Any, precision: str, device_index: int = 0):
     return attach_adapter(model, cfg, precision)
 
 
-def load_trained(cfg: Any, final_dir: Path, dtype: torch.dtype, quantize: bool = False):
-    """A run's trained model for inference: final/ is the whole model (full, freeze) or the adapter on the
-    config's base, after the adapters the run merged first."""
+def load_trained(cfg: Any, final_dir: Path, dtype: str, quantize: bool = False):
+    """A run's trained model for inference, weights in `dtype` (fp32, bf16, fp16): final/ is the whole model
+    (full, freeze) or the adapter on the config's base, after the adapters the run merged first."""
     if cfg.adapter.name.value in ("full", "freeze"):
-        return load_base(cfg, dtype, path=str(final_dir))
-    quantization = quantization_kwargs(cfg.adapter, "bf16" if dtype == torch.bfloat16 else "fp16") if quantize else None
-    return load_adapter(load_base(cfg, dtype, quantization=quantization), cfg, final_dir)
+        return load_base(cfg, DTYPES[dtype], path=str(final_dir))
+    quantization = quantization_kwargs(cfg.adapter, dtype) if quantize else None
+    return load_adapter(load_base(cfg, DTYPES[dtype], quantization=quantization), cfg, final_dir)
 
 
 def count_parameters(model) -> tuple[int, int]:

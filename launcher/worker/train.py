@@ -59,9 +59,9 @@ class Worker:
             max_grad_norm=t.max_grad_norm, optim=t.optim,
             logging_steps=t.logging_steps, logging_first_step=True,
             save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
-            gradient_checkpointing=t.gradient_checkpointing,
-            # non-reentrant: gradients reach the adapter even when the inputs (frozen embeddings) need none
-            gradient_checkpointing_kwargs={"use_reentrant": False},
+            # transformers' new name; its default is non-reentrant, so gradients reach an adapter even when the
+            # inputs (frozen embeddings) need none
+            activation_checkpointing=t.gradient_checkpointing,
             # every adapter uses all its trainable parameters in each forward: no extra graph walk per step
             ddp_find_unused_parameters=False,
             dataloader_num_workers=t.dataloader_num_workers, dataloader_drop_last=t.dataloader_drop_last,
