@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any, Optional
 
-from launcher.data.templates import TemplateError
+from launcher.data.templates import TemplateError, encode_prompt, stop_token_ids
 from launcher.inference import EXIT_USAGE, RunError, TrainedRun, load, open_run
 
 
@@ -21,7 +21,6 @@ class Chat:
     def __init__(self, trained: TrainedRun, device: str, system: Optional[str] = None):
         import torch
 
-        from launcher.data.templates import stop_token_ids
         from launcher.worker.model import resolve_precision
 
         precision = resolve_precision("auto", device)
@@ -37,8 +36,6 @@ class Chat:
         self.history: list[dict[str, str]] = []
 
     def prompt_ids(self, text: str) -> list[int]:
-        from launcher.data.templates import encode_prompt
-
         system = [{"role": "system", "content": self.system}] if self.system else []
         return encode_prompt(self.tokenizer, self.template, [*system, *self.history,
                                                               {"role": "user", "content": text}])
