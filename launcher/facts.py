@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import metadata
 import shutil
 import socket
 import subprocess
@@ -16,8 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from launcher.schema import split_list
+
 #: rows of a data file whose keys are kept for validation (bounded so huge files validate quickly)
 SCANNED_ROWS = 10_000
+#: packages whose presence or version validate checks (read from metadata: nothing is imported)
+CHECKED_PACKAGES = ("transformers", "peft", "bitsandbytes", "flash-attn")
+#: keys of a local model's config.json that validate uses
+MODEL_CONFIG_KEYS = ("model_type", "num_hidden_layers", "hidden_size", "max_position_embeddings")
+
+
+@dataclass(frozen=True)
+class GpuFacts:
+    name: str
+    #: CUDA compute capability, e.g. 8.0 (A100), 7.0 (V100)
+    compute_capability: float
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,14 @@ class Facts:
     output_dir: RunDirFacts = field(default_factory=RunDirFacts)
     #: path of sbatch, when this host can submit Slurm jobs
     sbatch: Optional[str] = None
+    #: the visible GPUs, from nvidia-smi; empty when unknown (no nvidia-smi, e.g. a login node)
+    gpus: tuple[GpuFacts, ...] = ()
+    #: installed version of each of CHECKED_PACKAGES, None when not installed
+    packages: Mapping[str, Optional[str]] = field(default_factory=dict)
+    #: a local model's config.json (MODEL_CONFIG_KEYS); empty for a hub id
+    model_config: Mapping[str, Any] = field(default_factory=dict)
+    #: adapter_name_or_path entries -> peft_type of their adapter_config.json (None: no adapter there)
+    adapters: Mapping[str, Optional[str]] = field(default_factory=dict)
 
 
 def is_local_path(name: str) -> bool:
@@ -68,6 +90,63 @@ def count_visible_gpus(env: Mapping[str, str]) -> int:
     except (OSError, subprocess.SubprocessError):
         return 0
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def parse_gpu_query(out: str, visible: Optional[str] = None) -> tuple[GpuFacts, ...]:
+    """`nvidia-smi --query-gpu=index,name,compute_cap --format=csv,noheader` -> the GPUs CUDA_VISIBLE_DEVICES
+    selects (by index; UUIDs or no selection: all)."""
+    gpus = {}
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3:
+            try:
+                gpus[parts[0]] = GpuFacts(parts[1], float(parts[2]))
+            except ValueError:
+                continue
+    chosen = [d.strip() for d in (visible or "").split(",") if d.strip()]
+    if visible is not None and chosen and all(d.isdigit() for d in chosen):
+        return tuple(gpus[d] for d in chosen if d in gpus)
+    return tuple(gpus.values())
+
+
+def query_gpus(env: Mapping[str, str]) -> tuple[GpuFacts, ...]:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return ()
+    try:
+        out = subprocess.run([smi, "--query-gpu=index,name,compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return parse_gpu_query(out, env.get("CUDA_VISIBLE_DEVICES"))
+
+
+def package_versions(names: tuple[str, ...] = CHECKED_PACKAGES) -> dict[str, Optional[str]]:
+    versions: dict[str, Optional[str]] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def read_model_config(path: str) -> dict[str, Any]:
+    p = Path(path).expanduser() / "config.json"
+    try:
+        config = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    # multimodal configs keep the language model's numbers in text_config
+    text = config.get("text_config") or {}
+    return {k: config.get(k, text.get(k)) for k in MODEL_CONFIG_KEYS if k in config or k in text}
+
+
+def read_adapter_type(path: str) -> Optional[str]:
+    try:
+        return json.loads((Path(path).expanduser() / "adapter_config.json").read_text(encoding="utf-8"))["peft_type"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def scan_data_file(path: str) -> DataFileFacts:
@@ -123,4 +202,8 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
         data={dataset: scan_data_file(dataset)},
         output_dir=scan_run_dir(cfg.output_dir),
         sbatch=shutil.which("sbatch") if cfg.cluster.name == "slurm" else None,
+        gpus=query_gpus(env) if cfg.device == "cuda" else (),
+        packages=package_versions(),
+        model_config=read_model_config(model) if paths.get(model) else {},
+        adapters={p: read_adapter_type(p) for p in split_list(cfg.adapter.adapter_name_or_path)},
     )

@@ -24,7 +24,11 @@ class Stage(str, Enum):
 
 class AdapterType(str, Enum):
     full = "full"
+    freeze = "freeze"
     lora = "lora"
+    qlora = "qlora"
+    #: P-Tuning v2: trained key/value prefixes in every layer
+    prefix = "prefix"
 
 
 class Precision(str, Enum):
@@ -32,6 +36,26 @@ class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"
+    #: weights (and optimizer states) in bf16, no fp32 master copy, no autocast
+    pure_bf16 = "pure_bf16"
+
+
+class Attention(str, Enum):
+    sdpa = "sdpa"
+    flash_attention_2 = "flash_attention_2"
+    eager = "eager"
+
+
+class RopeScaling(str, Enum):
+    linear = "linear"
+    dynamic = "dynamic"
+    yarn = "yarn"
+    llama3 = "llama3"
+
+
+class QuantizationType(str, Enum):
+    nf4 = "nf4"
+    fp4 = "fp4"
 
 
 class BackendType(str, Enum):
@@ -54,6 +78,12 @@ class ModelConfig:
     #: default LoRA targets for this architecture (comma-separated module names)
     lora_target: str = "q_proj,v_proj"
     trust_remote_code: bool = False
+    #: attention kernel (transformers' attn_implementation); flash_attention_2 needs flash-attn and an Ampere+ GPU
+    attn: Attention = Attention.sdpa
+    #: RoPE scaling to train past the model's context (None: off)
+    rope_scaling: Optional[RopeScaling] = None
+    #: None = ceil(data.cutoff_len / the model's max_position_embeddings)
+    rope_factor: Optional[float] = None
 
 
 @dataclass
@@ -63,13 +93,50 @@ class StageConfig:
 
 @dataclass
 class AdapterConfig:
+    """One flat group, as LLaMA-Factory's FinetuningArguments: each adapter reads its own keys."""
+
     #: LLaMA-Factory's finetuning_type
     name: AdapterType = AdapterType.lora
+
+    # freeze: train some hidden layers (and extra modules), freeze the rest
+    #: n > 0: the last n hidden layers train; n < 0: the first |n|
+    freeze_trainable_layers: int = 2
+    #: modules inside those layers that train, comma-separated (e.g. mlp,self_attn), or `all`
+    freeze_trainable_modules: str = "all"
+    #: modules outside the hidden layers that train too, comma-separated (e.g. embed_tokens,norm,lm_head)
+    freeze_extra_modules: Optional[str] = None
+
+    # lora, qlora
     lora_rank: int = 8
     #: None = 2 x lora_rank (LLaMA-Factory's default)
     lora_alpha: Optional[int] = None
     lora_dropout: float = 0.0
+    #: comma-separated module names, or `all` (every linear layer except the output head)
     lora_target: str = "${model.lora_target}"
+    #: modules trained fully and saved with the adapter, comma-separated (peft's modules_to_save)
+    additional_target: Optional[str] = None
+    #: rank-stabilised scaling alpha / sqrt(r)
+    use_rslora: bool = False
+    #: weight-decomposed LoRA
+    use_dora: bool = False
+    #: adapters to start from, comma-separated: all but the last are merged into the base, the last trains
+    #: on (with create_new_adapter, all are merged and a new adapter trains); prefix takes one
+    adapter_name_or_path: Optional[str] = None
+    create_new_adapter: bool = False
+
+    # qlora (also lora/prefix on a quantized base): bitsandbytes, CUDA only
+    #: 4 or 8; None = not quantized (adapter=qlora sets 4)
+    quantization_bit: Optional[int] = None
+    quantization_type: QuantizationType = QuantizationType.nf4
+    double_quantization: bool = True
+
+    # prefix (P-Tuning v2)
+    #: virtual tokens prepended to the keys/values of every layer
+    pre_seq_len: int = 128
+    #: reparameterise the prefix with a two-layer MLP (P-Tuning v2's prefix_projection)
+    prefix_projection: bool = False
+    #: width of that MLP; None = the model's hidden_size
+    prefix_hidden_size: Optional[int] = None
 
 
 @dataclass
@@ -210,6 +277,11 @@ def schema_fields(path: str) -> Optional[list[str]]:
             return None
         node = hints[part]
     return [f.name for f in fields(node)]
+
+
+def split_list(value: Optional[str]) -> list[str]:
+    """A comma-separated key (lora_target, adapter_name_or_path, ...) as a list of its non-empty items."""
+    return [item.strip() for item in str(value or "").split(",") if item.strip()]
 
 
 def register() -> None:

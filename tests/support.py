@@ -36,3 +36,7 @@ def run_launch(*args: str, cwd: Path | None = None, env: dict | None = None, tim
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def run_module(module: str, *args: str, cwd: Path | None = None, timeout: float = 300):
+    """`python -m MODULE ARGS` (launch-export, launch-chat) as a user would run it."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)

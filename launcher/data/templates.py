@@ -150,3 +150,20 @@ def encode(tokenizer: Any, template: str, messages: Sequence[dict], cutoff_len: 
         input_ids += src + tgt
         labels += (src if train_on_prompt else [IGNORE_INDEX] * len(src)) + tgt
     return input_ids, labels
+
+
+def encode_prompt(tokenizer: Any, template: str, messages: Sequence[dict]) -> list[int]:
+    """input_ids that ask for the next assistant turn (generation), tokenized exactly as training does:
+    the conversation ends with a user turn, rendered with an empty answer whose segment is dropped."""
+    segs = render_segments(template, tokenizer, [*messages, {"role": "assistant", "content": ""}])
+    return [i for text, _ in segs[:-1] for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+
+def stop_token_ids(tokenizer: Any, template: str) -> list[int]:
+    """Tokens that end an assistant turn: eos and the special tokens of the template's end-of-turn marker
+    (<|im_end|>, <|eot_id|>, ...)."""
+    segs = render_segments(template, tokenizer, [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}])
+    marker = tokenizer(segs[-1][0], add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return ids + [i for i in marker if i in special and i not in ids]

@@ -1,12 +1,21 @@
-"""Tokenizer, model and adapter, from the resolved config."""
+"""Tokenizer and base model (precision, attention kernel, RoPE scaling, quantization) from the resolved
+config; the adapter goes on in launcher/worker/adapters/. Used by the worker, launch-export and launch-chat.
+"""
 from __future__ import annotations
 
 import logging
-from typing import Any
+import math
+from pathlib import Path
+from typing import Any, Mapping, Optional
 
 import torch
 
+from launcher.worker.adapters import attach_adapter, load_adapter
+
 log = logging.getLogger(__name__)
+
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_precision(name: str, device: str) -> str:
@@ -18,49 +27,109 @@ def resolve_precision(name: str, device: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16"
 
 
+def trainer_precision(precision: str) -> dict[str, bool]:
+    """TrainingArguments' autocast flags. pure_bf16 needs none: its weights are bf16 already."""
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
 def load_dtype(precision: str, adapter: str) -> torch.dtype:
-    """Weights' dtype at load. Mixed precision keeps fp32 master weights for what trains; a LoRA base is
-    frozen, so it is loaded in the compute dtype (peft keeps the adapter itself in fp32)."""
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return half if half is not None and adapter == "lora" else torch.float32
+    """Weights' dtype at load. pure_bf16: bf16 throughout. Mixed precision: full fine-tuning keeps fp32
+    master weights; otherwise the frozen part loads in the compute dtype and what trains is upcast to fp32
+    after the adapter is attached (launcher.worker.adapters)."""
+    if precision == "pure_bf16":
+        return torch.bfloat16
+    half = HALF.get(precision)
+    return half if half is not None and adapter != "full" else torch.float32
 
 
-def load_tokenizer(cfg: Any):
+def quantization_kwargs(adapter: Any, precision: str) -> Optional[dict[str, Any]]:
+    """transformers' BitsAndBytesConfig(**kwargs) for the adapter config, or None (not quantized)."""
+    bits = adapter.quantization_bit
+    if bits is None:
+        return None
+    if bits == 8:
+        return {"load_in_8bit": True}
+    compute = {"bf16": "bfloat16", "pure_bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32")
+    return {"load_in_4bit": True, "bnb_4bit_quant_type": str(getattr(adapter.quantization_type, "value",
+                                                                      adapter.quantization_type)),
+            "bnb_4bit_use_double_quant": bool(adapter.double_quantization), "bnb_4bit_compute_dtype": compute}
+
+
+def rope_parameters(current: Mapping[str, Any], kind: str, factor: Optional[float], cutoff_len: int,
+                    max_position_embeddings: int) -> Optional[dict[str, Any]]:
+    """The model config's rope_parameters with scaling `kind`, or None when there is nothing to scale.
+    LLaMA-Factory's policy: factor = ceil(cutoff_len / max_position_embeddings) unless given."""
+    if factor is None:
+        if cutoff_len <= max_position_embeddings:
+            return None
+        factor = float(math.ceil(cutoff_len / max_position_embeddings))
+    params = {**current, "rope_type": kind, "factor": float(factor)}
+    if kind in ("yarn", "llama3"):
+        params["original_max_position_embeddings"] = max_position_embeddings
+    if kind == "llama3":
+        params |= {"low_freq_factor": 1.0, "high_freq_factor": 4.0}
+    return params
+
+
+def load_tokenizer(cfg: Any, path: Optional[str] = None):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(cfg.model.model_name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(path or cfg.model.model_name_or_path,
+                                        trust_remote_code=cfg.model.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_model(cfg: Any, precision: str):
-    from transformers import AutoModelForCausalLM
+def load_base(cfg: Any, dtype: torch.dtype, *, path: Optional[str] = None,
+              quantization: Optional[Mapping[str, Any]] = None, device_index: int = 0):
+    """The model at `path` (default: the config's base) with the config's attention kernel and RoPE scaling,
+    quantized by bitsandbytes onto GPU `device_index` when `quantization` is given."""
+    from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
 
-    model = AutoModelForCausalLM.from_pretrained(
-        cfg.model.model_name_or_path, dtype=load_dtype(precision, cfg.adapter.name),
-        trust_remote_code=cfg.model.trust_remote_code,
-    )
+    m = cfg.model
+    path = path or m.model_name_or_path
+    config = AutoConfig.from_pretrained(path, trust_remote_code=m.trust_remote_code)
+    if m.rope_scaling is not None:
+        kind = str(getattr(m.rope_scaling, "value", m.rope_scaling))
+        params = rope_parameters(getattr(config, "rope_parameters", None) or {}, kind, m.rope_factor,
+                                 cfg.data.cutoff_len, config.max_position_embeddings)
+        if params is None:
+            log.warning("rope_scaling=%s: cutoff_len %d fits max_position_embeddings %d; RoPE is not scaled", kind,
+                        cfg.data.cutoff_len, config.max_position_embeddings)
+        else:
+            config.rope_parameters = params
+            log.info("rope_scaling: %s", params)
+    kwargs: dict[str, Any] = {}
+    if quantization:
+        kwargs = {"quantization_config": BitsAndBytesConfig(**quantization), "device_map": {"": device_index}}
+        log.info("quantized base: %s", dict(quantization))
+    return AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, trust_remote_code=m.trust_remote_code,
+                                                attn_implementation=str(getattr(m.attn, "value", m.attn)), **kwargs)
+
+
+def load_model(cfg: Any, precision: str, device_index: int = 0):
+    """The model a rank trains: base + adapter, trainable parameters in their training dtype."""
+    adapter = cfg.adapter.name.value
+    model = load_base(cfg, load_dtype(precision, adapter), quantization=quantization_kwargs(cfg.adapter, precision),
+                      device_index=device_index)
     if cfg.train.gradient_checkpointing:
         model.config.use_cache = False
-    return attach_adapter(model, cfg)
+    return attach_adapter(model, cfg, precision)
 
 
-def attach_adapter(model, cfg: Any):
-    a = cfg.adapter
-    if a.name == "full":
-        return model
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    targets = [t.strip() for t in str(a.lora_target).split(",") if t.strip()]
-    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=a.lora_rank, lora_alpha=a.lora_alpha or 2 * a.lora_rank,
-                      lora_dropout=a.lora_dropout, target_modules=targets)
-    model = get_peft_model(model, lora)
-    if cfg.train.gradient_checkpointing:
-        model.enable_input_require_grads()
-    return model
+def load_trained(cfg: Any, final_dir: Path, dtype: str, quantize: bool = False):
+    """A run's trained model for inference, weights in `dtype` (fp32, bf16, fp16): final/ is the whole model
+    (full, freeze) or the adapter on the config's base, after the adapters the run merged first."""
+    if cfg.adapter.name.value in ("full", "freeze"):
+        return load_base(cfg, DTYPES[dtype], path=str(final_dir))
+    quantization = quantization_kwargs(cfg.adapter, dtype) if quantize else None
+    return load_adapter(load_base(cfg, DTYPES[dtype], quantization=quantization), cfg, final_dir)
 
 
 def count_parameters(model) -> tuple[int, int]:
+    # peft counts a 4-bit parameter as the two weights it packs
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())

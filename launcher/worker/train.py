@@ -41,7 +41,7 @@ class Worker:
         set_seed(cfg.seed)
         self.precision = resolve_precision(cfg.precision.name.value, cfg.device.value)
         self.tokenizer = load_tokenizer(cfg)
-        self.model = load_model(cfg, self.precision)
+        self.model = load_model(cfg, self.precision, self.local_rank)
         self.trainable, self.total = count_parameters(self.model)
         log.info("trainable params: %d / %d (%.4f%%), adapter %s, precision %s", self.trainable, self.total,
                  100 * self.trainable / self.total, cfg.adapter.name.value, self.precision)
@@ -51,6 +51,8 @@ class Worker:
 
     def training_args(self):
         from transformers import TrainingArguments
+
+        from launcher.worker.model import trainer_precision
 
         cfg, t = self.cfg, self.cfg.train
         return TrainingArguments(
@@ -62,9 +64,13 @@ class Worker:
             max_grad_norm=t.max_grad_norm, optim=t.optim,
             logging_steps=t.logging_steps, logging_first_step=True,
             save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
-            gradient_checkpointing=t.gradient_checkpointing,
+            # transformers' new name; its default is non-reentrant, so gradients reach an adapter even when the
+            # inputs (frozen embeddings) need none
+            activation_checkpointing=t.gradient_checkpointing,
+            # every adapter uses all its trainable parameters in each forward: no extra graph walk per step
+            ddp_find_unused_parameters=False,
             dataloader_num_workers=t.dataloader_num_workers, dataloader_drop_last=t.dataloader_drop_last,
-            bf16=self.precision == "bf16", fp16=self.precision == "fp16",
+            **trainer_precision(self.precision),
             # Without use_cpu, torchrun ranks on CPU silently skip DDP and train on identical batches.
             use_cpu=cfg.device.value == "cpu",
             seed=cfg.seed, report_to=list(cfg.logger.report_to), run_name=cfg.name,

@@ -1,0 +1,54 @@
+"""A finished run's trained model, for launch-export and launch-chat: the run dir is the only input.
+
+config.yaml says which base, adapter, template and precision the run used; final/ (or a checkpoint) holds
+what it trained. Problems a user can fix (no such run, not finished) are RunError: exit 2, one message.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from launcher.rundir import RunDir
+from launcher.schema import load_run_config
+
+EXIT_USAGE = 2
+
+
+class RunError(ValueError):
+    """A run dir that cannot be used (a user mistake: exit 2)."""
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    run: RunDir
+    cfg: Any
+    #: final/ or the chosen checkpoint: an adapter (lora, qlora, prefix) or a whole model (full, freeze)
+    weights: Path
+
+
+def open_run(run_dir: str, checkpoint: Optional[str] = None) -> TrainedRun:
+    run = RunDir(Path(run_dir).expanduser().resolve())
+    if not run.config.is_file():
+        raise RunError(f"{run_dir}: not a run dir (no config.yaml); give the directory `launch` printed, "
+                       "e.g. outputs/<name>/<timestamp>")
+    if checkpoint is None:
+        weights = run.final
+        missing = f"{weights} does not exist: the run has not finished; pick a checkpoint with --checkpoint N"
+    else:
+        weights = run.checkpoints / f"checkpoint-{checkpoint}" if checkpoint.isdigit() else Path(checkpoint)
+        found = ", ".join(sorted(p.name.split("-")[-1] for p in run.checkpoints.glob("checkpoint-*"))) or "none"
+        missing = f"{weights} does not exist; checkpoints of this run: {found}"
+    if not weights.is_dir():
+        raise RunError(missing)
+    return TrainedRun(run, load_run_config(str(run.config)), weights)
+
+
+def load(trained: TrainedRun, dtype: str, quantize: bool = False):
+    """(tokenizer, model in eval mode) of a trained run, weights in dtype fp32, bf16 or fp16 (a quantized
+    base computes in it)."""
+    from launcher.worker.model import load_tokenizer, load_trained
+
+    tokenizer = load_tokenizer(trained.cfg, str(trained.weights))
+    model = load_trained(trained.cfg, trained.weights, dtype, quantize=quantize)
+    return tokenizer, model.eval()

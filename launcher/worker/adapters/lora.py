@@ -1,0 +1,55 @@
+"""LoRA and QLoRA (peft): rank, alpha, dropout, targets (`all` = every linear layer but the head),
+additional fully-trained modules, rsLoRA, DoRA; continuing from earlier adapters (LLaMA-Factory's
+adapter_name_or_path / create_new_adapter)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+from launcher.schema import split_list
+
+log = logging.getLogger(__name__)
+
+
+def lora_kwargs(a: Any) -> dict[str, Any]:
+    """peft LoraConfig(**kwargs) for the adapter config."""
+    targets = split_list(a.lora_target)
+    return {"r": a.lora_rank, "lora_alpha": a.lora_alpha or 2 * a.lora_rank, "lora_dropout": a.lora_dropout,
+            # peft finds every nn.Linear (and bitsandbytes Linear4bit/8bit) except the output layer
+            "target_modules": "all-linear" if targets == ["all"] else targets,
+            "modules_to_save": split_list(a.additional_target) or None,
+            "use_rslora": bool(a.use_rslora), "use_dora": bool(a.use_dora)}
+
+
+def merge_earlier(model, a: Any) -> tuple[Any, Optional[str]]:
+    """Merge adapter_name_or_path's adapters into the base in order, all but the last (all of them with
+    create_new_adapter); returns the model and the adapter that trains on, if any."""
+    from peft import PeftModel
+
+    paths = split_list(a.adapter_name_or_path)
+    merge, resume = (paths, None) if a.create_new_adapter or not paths else (paths[:-1], paths[-1])
+    for path in merge:
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        log.info("lora: merged adapter %s into the base", path)
+    return model, resume
+
+
+def attach(model, cfg: Any):
+    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+
+    model, resume = merge_earlier(model, cfg.adapter)
+    if resume:
+        log.info("lora: continuing to train adapter %s (its rank and targets apply)", resume)
+        return PeftModel.from_pretrained(model, resume, is_trainable=True)
+    model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, **lora_kwargs(cfg.adapter)))
+    targets = model.peft_config["default"].target_modules
+    log.info("lora: %d target modules (%s)", len(targets), ",".join(sorted({t.rsplit(".", 1)[-1] for t in targets})))
+    return model
+
+
+def load(model, cfg: Any, adapter_dir: Path):
+    from peft import PeftModel
+
+    model, _ = merge_earlier(model, cfg.adapter)
+    return PeftModel.from_pretrained(model, str(adapter_dir))
