@@ -45,6 +45,8 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
         print(f"# dry run: nothing started, {run_root} not created")
         print(script, end="")
         return 0
+    if cfg.prepare_only:
+        return prepare_data(plan.config)
 
     from launcher.backends.local import execute
     from launcher.envinfo import env_info
@@ -58,6 +60,29 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
     rc = execute(run.launch_sh)
     print(f"launch: run dir {run.root} (exit {rc})", file=sys.stderr)
     return rc
+
+
+def prepare_data(config: dict) -> int:
+    """prepare_only=true: tokenize into the data cache here, on the CPU, before any allocation; no ranks."""
+    import logging
+
+    from launcher.data.cache import prepare
+    from launcher.data.registry import DataError
+    from launcher.worker.model import load_tokenizer
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    cfg = schema.typed(config)
+    try:
+        prepared = prepare(cfg, load_tokenizer(cfg))
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print("launch: the data could not be prepared; nothing was started.", file=sys.stderr)
+        return EXIT_USAGE
+    r = prepared.record
+    print(f"data cache: {r['cache_path']}")
+    print(f"rows tokenized: {r['rows_tokenized_here']}; train rows {r['train_rows']}, eval rows {r['eval_rows']}, "
+          f"non-pad share {r['non_pad_share']:.1%}")
+    return 0
 
 
 _task_started = False

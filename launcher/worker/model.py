@@ -41,8 +41,8 @@ def load_model(cfg: Any, precision: str):
         cfg.model.model_name_or_path, dtype=load_dtype(precision, cfg.adapter.name),
         trust_remote_code=cfg.model.trust_remote_code,
     )
-    if cfg.train.gradient_checkpointing:
-        model.config.use_cache = False
+    # Training needs no KV cache, and with one transformers ignores packed rows' position_ids restarts.
+    model.config.use_cache = False
     return attach_adapter(model, cfg)
 
 

@@ -36,13 +36,21 @@ class Worker:
         set_seed(cfg.seed)
         self.precision = resolve_precision(cfg.precision.name.value, cfg.device.value)
         self.tokenizer = load_tokenizer(cfg)
+        self.data = self.prepare_data()
         self.model = load_model(cfg, self.precision)
         self.trainable, self.total = count_parameters(self.model)
         log.info("trainable params: %d / %d (%.4f%%), adapter %s, precision %s", self.trainable, self.total,
                  100 * self.trainable / self.total, cfg.adapter.name.value, self.precision)
-        from launcher.worker.dataset import build_sft_dataset
 
-        self.dataset = build_sft_dataset(cfg, self.tokenizer)
+    def prepare_data(self):
+        """Local rank 0 tokenizes into the cache (or finds it there); the other ranks wait for it."""
+        from launcher.data.cache import prepare
+
+        data = prepare(self.cfg, self.tokenizer, local_rank=self.local_rank, rank=self.rank,
+                       run_dir=str(self.run.root))
+        if self.rank == 0:
+            self.run.data.write_text(json.dumps(data.record, indent=2) + "\n")
+        return data
 
     def training_args(self):
         from transformers import TrainingArguments
@@ -56,6 +64,8 @@ class Worker:
             lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
             max_grad_norm=t.max_grad_norm, optim=t.optim,
             logging_steps=t.logging_steps, logging_first_step=True,
+            eval_strategy=t.eval_strategy, eval_steps=t.eval_steps,
+            per_device_eval_batch_size=t.per_device_eval_batch_size,
             save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
             gradient_checkpointing=t.gradient_checkpointing,
             dataloader_num_workers=t.dataloader_num_workers, dataloader_drop_last=t.dataloader_drop_last,
@@ -66,6 +76,8 @@ class Worker:
             remove_unused_columns=False,  # the collator needs row_id
             include_num_input_tokens_seen="non_padding",
             disable_tqdm=True, save_only_model=False,
+            # A stream is sharded per rank; dispatching would concatenate batches of unequal widths.
+            accelerator_config={"dispatch_batches": False} if cfg.data.streaming else None,
         )
 
     def train(self) -> None:
@@ -76,19 +88,33 @@ class Worker:
         from launcher.worker.callbacks import MetricsCallback
 
         metrics = MetricsCallback(self.run.metrics)
-        trainer = Trainer(model=self.model, args=self.training_args(), train_dataset=self.dataset,
+        # Eval rows keep no row_id: the rank log's "rows" lines list the rows trained on.
+        evaluation = self.data.eval.remove_columns(["row_id"]) if self.data.eval is not None else None
+        trainer = Trainer(model=self.model, args=self.training_args(), train_dataset=self.data.train,
+                          eval_dataset=evaluation,
                           data_collator=PaddingCollator(self.tokenizer.pad_token_id),
                           processing_class=self.tokenizer, callbacks=[metrics])
         resume = get_last_checkpoint(str(self.run.checkpoints)) if self.cfg.resume and self.run.checkpoints.is_dir() else None
         if resume:
             log.info("resuming from %s", resume)
         result = trainer.train(resume_from_checkpoint=resume)
+        eval_loss = self.final_eval_loss(trainer) if evaluation is not None else None
         trainer.save_model(str(self.run.final))
         if trainer.is_world_process_zero():
             self.tokenizer.save_pretrained(str(self.run.final))
-            self.write_summary(trainer, result, metrics.history, resume)
+            self.write_summary(trainer, result, metrics.history, resume, eval_loss)
 
-    def write_summary(self, trainer, result, history: list[dict], resumed_from: str | None) -> None:
+    @staticmethod
+    def final_eval_loss(trainer) -> float:
+        """The eval loss after the last step: evaluated now unless eval_strategy just did."""
+        state = trainer.state
+        last = next((h for h in reversed(state.log_history) if "eval_loss" in h), None)
+        if last is None or last.get("step") != state.global_step:
+            return trainer.evaluate()["eval_loss"]
+        return last["eval_loss"]
+
+    def write_summary(self, trainer, result, history: list[dict], resumed_from: str | None,
+                      eval_loss: float | None) -> None:
         state = trainer.state
         runtime = result.metrics.get("train_runtime") or (time.time() - self.started)
         summary = {
@@ -99,12 +125,14 @@ class Worker:
             "first_loss": history[0]["loss"] if history else None,
             "final_loss": history[-1]["loss"] if history else None,
             "train_loss": result.training_loss,
+            "eval_loss": eval_loss,
             "trained_tokens": state.num_input_tokens_seen,
             "train_runtime_s": round(runtime, 3),
             "tokens_per_s": round(state.num_input_tokens_seen / runtime, 1) if runtime else None,
             "wall_time_s": round(time.time() - self.started, 3),
             "trainable_params": self.trainable, "total_params": self.total,
             "resumed_from": resumed_from, "final_dir": str(self.run.final),
+            "data_cache": self.data.record.get("cache_path"), "non_pad_share": self.data.record.get("non_pad_share"),
         }
         self.run.summary.write_text(json.dumps(summary, indent=2) + "\n")
         log.info("summary: %s", json.dumps(summary))
