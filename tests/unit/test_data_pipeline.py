@@ -102,6 +102,12 @@ def test_val_size_splits_off_an_eval_set(tmp_path, tokenizer, val_size, n_eval):
     assert set(data.train["row_id"]).isdisjoint(data.eval["row_id"])
 
 
+def test_worker_processes_give_the_same_rows(tmp_path, tokenizer):
+    one = prepare(config(tmp_path, "data=demo_mix"), tokenizer).train
+    two = prepare(config(tmp_path / "2", "data=demo_mix", "data.preprocessing_num_workers=2"), tokenizer).train
+    assert one["row_id"] == two["row_id"] and one["input_ids"] == two["input_ids"]
+
+
 def test_interleave_probabilities_are_honoured(tmp_path, tokenizer):
     for name in ("a", "b"):
         (tmp_path / f"{name}.jsonl").write_text("".join(
