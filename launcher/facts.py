@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from launcher.data.registry import DataError, PathInfo, dataset_names, local_paths, looks_like_path, probe_path, \
-    read_registry
+from launcher.data.registry import DataError, PathInfo, dataset_names, local_paths, probe_path, read_registry
 
 #: rows of a data file whose keys are kept for validation (bounded so huge files validate quickly)
 SCANNED_ROWS = 10_000
@@ -36,7 +35,7 @@ class DataFileFacts:
 @dataclass(frozen=True)
 class DataFacts:
     """What data.dataset refers to: the registry of data.dataset_dir, the paths named, their files."""
-    #: dataset_info.json, parsed; None when not needed or absent
+    #: dataset_info.json of data.dataset_dir, parsed; None when absent
     registry: Optional[Mapping] = None
     #: why dataset_info.json could not be read (file, line), or None
     registry_error: Optional[str] = None
@@ -142,11 +141,10 @@ def _scan_csv(p: Path) -> DataFileFacts:
 def gather_data_facts(dataset: Any, dataset_dir: str) -> DataFacts:
     names = dataset_names(dataset)
     registry, error = None, None
-    if any(not looks_like_path(n) for n in names):
-        try:
-            registry = read_registry(dataset_dir)
-        except DataError as e:
-            error = str(e)
+    try:
+        registry = read_registry(dataset_dir)
+    except DataError as e:
+        error = str(e)
     paths = {p: probe_path(p) for p in local_paths(names, registry, dataset_dir)}
     files = {f: scan_data_file(f) for info in paths.values() for f in info.files}
     return DataFacts(registry=registry, registry_error=error, paths=paths, files=files)

@@ -79,7 +79,8 @@ def sharegpt_rows(rng: random.Random) -> list[dict]:
         a, b, c = rng.randint(2, 50), rng.randint(2, 50), rng.randint(2, 50)
         rows.append({"conversations": [
             {"from": "human", "value": f"Add {a} and {b}."}, {"from": "gpt", "value": f"{a} + {b} = {a + b}"},
-            {"from": "human", "value": f"Now add {c} to that."}, {"from": "gpt", "value": f"{a + b} + {c} = {a + b + c}"},
+            {"from": "human", "value": f"Now add {c} to that."},
+            {"from": "gpt", "value": f"{a + b} + {c} = {a + b + c}"},
         ]})
     for word in WORDS[:10]:
         rows.append({"conversations": [

@@ -68,15 +68,18 @@ def _convert_batch(batch: dict, indices: list[int], attr: DatasetAttr, stage: st
 
 def converted(attr: DatasetAttr, ds, stage: str, source: int, max_samples: Optional[int], num_proc: Optional[int]):
     """One dataset's rows in the stage's shape (first max_samples rows; empty rows filtered out)."""
+    from datasets import Dataset
+
+    materialized = isinstance(ds, Dataset)  # else a stream (IterableDataset)
     if max_samples is not None:
-        ds = ds.take(max_samples) if not hasattr(ds, "select") else ds.select(range(min(max_samples, len(ds))))
+        ds = ds.select(range(min(max_samples, len(ds)))) if materialized else ds.take(max_samples)
     first = next(iter(ds), None)
     if first is None:
         raise DataError(f"dataset {attr.name} holds no rows")
     attr = detect(attr, first)
     kwargs = dict(batched=True, batch_size=MAP_BATCH, with_indices=True, remove_columns=list(first),
                   fn_kwargs={"attr": attr, "stage": stage, "source": source})
-    if hasattr(ds, "select"):  # a map-style Dataset: parallel, and no cache of its own (ours is cache.py)
+    if materialized:  # in parallel, and without the datasets library's own cache (ours is cache.py)
         kwargs |= dict(num_proc=num_proc, load_from_cache_file=False, desc=f"convert {attr.name}")
     return ds.map(_convert_batch, **kwargs), attr
 
@@ -215,10 +218,10 @@ def stream(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[DatasetAttr
         train = train.map(_chunk_batch, batched=True, batch_size=MAP_BATCH, fn_kwargs={"block": d.cutoff_len})
         if evaluation is not None:
             evaluation = shape(evaluation, stage, False, d.cutoff_len)
-    return Built(OneStream(train), evaluation, {"streaming": True})
+    return Built(one_stream(train), evaluation, {"streaming": True})
 
 
-def OneStream(ds):
+def one_stream(ds):
     """A datasets stream as a plain torch IterableDataset. accelerate then gives each rank its own slice
     of every global batch of one ordered stream (IterableDatasetShard); handed a datasets stream, it
     would shard it by file instead, splitting the datasets unevenly across ranks and restarting row ids.

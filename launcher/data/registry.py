@@ -262,7 +262,7 @@ def probe_path(path: str) -> PathInfo:
 def resolve_all(dataset: Any, dataset_dir: str) -> list[DatasetAttr]:
     """The worker's (and prepare_only's) resolution: the same pure resolve() over freshly read facts."""
     names = dataset_names(dataset)
-    registry = read_registry(dataset_dir) if any(not looks_like_path(n) for n in names) else None
+    registry = read_registry(dataset_dir)
     paths = {p: probe_path(p) for p in local_paths(names, registry, dataset_dir)}
     out = []
     for name in names:

@@ -55,7 +55,8 @@ def test_sharegpt_system_column_and_openai_style_tags_are_detected():
     attr = detect(DatasetAttr("m", "file", "m.json"), row)
     assert attr.formatting == "sharegpt" and attr.tags["role_tag"] == "role"
     assert convert(row, attr, "sft")["messages"] == [
-        {"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+        {"role": "system", "content": "S"}, {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"}]
 
 
 @pytest.mark.parametrize("turns, message", [

@@ -260,9 +260,11 @@ def data_dir(tmp_path_factory):
      "row 0 roles out of order"),
     ([{"instruction": "a", "output": " "}], "empty after filtering"),
     ([{"instruction": "a"}], "row 0 lacks output"),
+    ('{"instruction": "a", "output": "b"}\n{"instruction": \n', "rows.jsonl: line 2: invalid JSON"),
 ])
 def test_cli_bad_rows_exit_2_starting_nothing(tmp_path, data_dir, rows, needle):
-    path = write_rows(data_dir / "rows.jsonl", rows)
+    path = data_dir / "rows.jsonl"
+    path.write_text(rows) if isinstance(rows, str) else write_rows(path, rows)
     r = run_launch("recipe=tiny_sft_lora", "device=cpu", f"data.dataset={path}", "prepare_only=true", cwd=tmp_path)
     assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []
