@@ -65,6 +65,8 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
             print(f"# ---- {run.launch_sh} (run on every node by srun)")
         print(script, end="")
         return 0
+    if cfg.prepare_only:
+        return prepare_data(plan.config)
 
     from launcher.envinfo import env_info
 
@@ -127,6 +129,29 @@ def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool) -> in
         return 0
     states = slurm.wait_for(job_id)
     return max((s.exit_code or 0) if s.state == "COMPLETED" else max(1, s.exit_code or 0) for s in states)
+
+
+def prepare_data(config: dict) -> int:
+    """prepare_only=true: tokenize into the data cache here, on the CPU, before any allocation; no ranks."""
+    import logging
+
+    from launcher.data.cache import prepare
+    from launcher.data.registry import DataError
+    from launcher.worker.model import load_tokenizer
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    cfg = schema.typed(config)
+    try:
+        prepared = prepare(cfg, load_tokenizer(cfg))
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print("launch: the data could not be prepared; nothing was started.", file=sys.stderr)
+        return EXIT_USAGE
+    r = prepared.record
+    print(f"data cache: {r['cache_path']}")
+    print(f"rows tokenized: {r['rows_tokenized_here']}; train rows {r['train_rows']}, eval rows {r['eval_rows']}, "
+          f"non-pad share {r['non_pad_share']:.1%}")
+    return 0
 
 
 _task_started = False

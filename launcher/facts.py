@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from launcher.data.registry import DataError, PathInfo, dataset_names, local_paths, probe_path, read_registry
 from launcher.schema import split_list
 
 #: rows of a data file whose keys are kept for validation (bounded so huge files validate quickly)
@@ -40,8 +41,19 @@ class DataFileFacts:
     #: a parse error naming the file and line, or None
     error: Optional[str] = None
     rows: int = 0
-    #: keys present in each of the first SCANNED_ROWS rows
-    row_keys: tuple[frozenset, ...] = ()
+    #: the first SCANNED_ROWS rows as parsed: validate converts them with the worker's own code
+    sample: tuple = ()
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What data.dataset refers to: the registry of data.dataset_dir, the paths named, their files."""
+    #: dataset_info.json of data.dataset_dir, parsed; None when absent
+    registry: Optional[Mapping] = None
+    #: why dataset_info.json could not be read (file, line), or None
+    registry_error: Optional[str] = None
+    paths: Mapping[str, PathInfo] = field(default_factory=dict)
+    files: Mapping[str, DataFileFacts] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -59,7 +71,7 @@ class Facts:
     visible_gpus: int = 0
     #: local paths named by the config -> exists
     paths: Mapping[str, bool] = field(default_factory=dict)
-    data: Mapping[str, DataFileFacts] = field(default_factory=dict)
+    data: DataFacts = field(default_factory=DataFacts)
     output_dir: RunDirFacts = field(default_factory=RunDirFacts)
     #: path of sbatch, when this host can submit Slurm jobs
     sbatch: Optional[str] = None
@@ -153,8 +165,12 @@ def scan_data_file(path: str) -> DataFileFacts:
     p = Path(path).expanduser()
     if not p.is_file():
         return DataFileFacts(exists=False)
-    rows: list[Any] = []
     try:
+        if p.suffix == ".parquet":
+            return _scan_parquet(p)
+        if p.suffix == ".csv":
+            return _scan_csv(p)
+        rows: list[Any] = []
         if p.suffix == ".jsonl":
             with p.open(encoding="utf-8") as f:
                 for lineno, line in enumerate(f, 1):
@@ -172,8 +188,46 @@ def scan_data_file(path: str) -> DataFileFacts:
                 return DataFileFacts(True, f"{p}: expected a JSON list of rows, got {type(rows).__name__}")
     except (OSError, UnicodeDecodeError) as e:
         return DataFileFacts(True, f"{p}: cannot read ({e})")
-    keys = tuple(frozenset(r) if isinstance(r, dict) else frozenset() for r in rows[:SCANNED_ROWS])
-    return DataFileFacts(exists=True, rows=len(rows), row_keys=keys)
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+    if bad is not None:
+        return DataFileFacts(True, f"{p}: row {bad} is {type(rows[bad]).__name__}, not an object of columns")
+    return DataFileFacts(exists=True, rows=len(rows), sample=tuple(rows[:SCANNED_ROWS]))
+
+
+def _scan_parquet(p: Path) -> DataFileFacts:
+    import pyarrow.parquet as pq  # not torch: a dry run stays light
+
+    try:
+        f = pq.ParquetFile(p)
+        head = next(f.iter_batches(batch_size=SCANNED_ROWS), None)
+    except Exception as e:  # pyarrow raises several types for a broken file
+        return DataFileFacts(True, f"{p}: not a readable parquet file ({e})")
+    return DataFileFacts(True, rows=f.metadata.num_rows, sample=tuple(head.to_pylist() if head is not None else ()))
+
+
+def _scan_csv(p: Path) -> DataFileFacts:
+    import csv
+
+    with p.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        sample, rows = [], 0
+        for row in reader:
+            rows += 1
+            if rows <= SCANNED_ROWS:
+                sample.append(row)
+    return DataFileFacts(True, rows=rows, sample=tuple(sample))
+
+
+def gather_data_facts(dataset: Any, dataset_dir: str) -> DataFacts:
+    names = dataset_names(dataset)
+    registry, error = None, None
+    try:
+        registry = read_registry(dataset_dir)
+    except DataError as e:
+        error = str(e)
+    paths = {p: probe_path(p) for p in local_paths(names, registry, dataset_dir)}
+    files = {f: scan_data_file(f) for info in paths.values() for f in info.files}
+    return DataFacts(registry=registry, registry_error=error, paths=paths, files=files)
 
 
 def scan_run_dir(path: Optional[str]) -> RunDirFacts:
@@ -192,14 +246,13 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
     env = os.environ if env is None else env
     model = str(cfg.model.model_name_or_path)
     paths = {model: Path(model).expanduser().exists()} if is_local_path(model) else {}
-    dataset = str(cfg.data.dataset)
     return Facts(
         python=sys.executable,
         hostname=socket.gethostname(),
         cpu_count=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
         visible_gpus=count_visible_gpus(env) if cfg.device == "cuda" else 0,
         paths=paths,
-        data={dataset: scan_data_file(dataset)},
+        data=gather_data_facts(cfg.data.dataset, cfg.data.dataset_dir),
         output_dir=scan_run_dir(cfg.output_dir),
         sbatch=shutil.which("sbatch") if cfg.cluster.name == "slurm" else None,
         gpus=query_gpus(env) if cfg.device == "cuda" else (),

@@ -1,6 +1,6 @@
 """The run directory: one object owns every path in it (the record of a run).
 
-    config.yaml  overrides.yaml  plan.json  launch.sh  env.json  logs/rank{N}.log  metrics.jsonl
+    config.yaml  overrides.yaml  plan.json  launch.sh  env.json  data.json  logs/rank{N}.log  metrics.jsonl
     tensorboard/  wandb/  checkpoints/checkpoint-N/  final/  summary.json
     sbatch.sh  slurm/{job_ids, %j.out, attempts.log, exit_code}          (cluster=slurm)
 """
@@ -46,6 +46,11 @@ class RunDir:
 
     def rank_log(self, rank: int) -> Path:
         return self.logs / f"rank{rank}.log"
+
+    @property
+    def data(self) -> Path:
+        """data.json: the tokenized-data cache this run used, its inputs and counts (rank 0)."""
+        return self.root / "data.json"
 
     @property
     def metrics(self) -> Path:

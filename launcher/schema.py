@@ -19,7 +19,14 @@ class Device(str, Enum):
 
 
 class Stage(str, Enum):
+    pt = "pt"
     sft = "sft"
+
+
+class MixStrategy(str, Enum):
+    concat = "concat"
+    interleave_under = "interleave_under"
+    interleave_over = "interleave_over"
 
 
 class AdapterType(str, Enum):
@@ -146,13 +153,36 @@ class PrecisionConfig:
 
 @dataclass
 class DataConfig:
-    #: a local alpaca-format .json / .jsonl file
-    dataset: str = MISSING
-    formatting: str = "alpaca"
+    #: dataset names from dataset_dir/dataset_info.json and/or paths (a .json/.jsonl/.parquet/.csv file, a
+    #: directory of them, a `save_to_disk` directory): a quoted comma string 'a,b' or a list [a,b]
+    dataset: Any = MISSING
+    #: where dataset_info.json and the files it names live
+    dataset_dir: str = "${project_root:}/data"
     template: str = "${model.template}"
     cutoff_len: int = 1024
+    #: rows taken from each dataset (not from the mixture)
     max_samples: Optional[int] = None
+    #: eval split: a fraction (< 1) or a row count (>= 1); 0 = none
+    val_size: float = 0.0
+    mix_strategy: MixStrategy = MixStrategy.concat
+    #: sampling probabilities of the datasets for interleave_*: a comma string or a list
+    interleave_probs: Any = None
+    #: read and tokenize lazily (needs train.max_steps); nothing is cached
+    streaming: bool = False
+    #: shuffle buffer of a streamed dataset
+    buffer_size: int = 16384
+    #: several examples per row, each attending only to itself (sft; pt: attention kept inside documents)
+    packing: bool = False
     train_on_prompt: bool = False
+    #: labels on the last answer only
+    mask_history: bool = False
+    preprocessing_num_workers: Optional[int] = None
+    #: rebuild the tokenized cache even if one with the same inputs exists
+    overwrite_cache: bool = False
+    #: tokenized datasets, keyed by a hash of their inputs; shared by runs
+    cache_dir: str = "${oc.env:LAUNCHER_DATA_CACHE,'~/.cache/launcher/data'}"
+    #: how long a rank waits for another to tokenize (or for the cache lock) before giving up
+    cache_timeout_s: int = 3600
 
 
 @dataclass
@@ -224,6 +254,11 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     optim: str = "adamw_torch"
     logging_steps: int = 10
+    #: no | steps | epoch; anything but no needs data.val_size (with one, the run also evaluates at the end)
+    eval_strategy: str = "no"
+    #: None = logging_steps
+    eval_steps: Optional[int] = None
+    per_device_eval_batch_size: int = 8
     save_steps: int = 500
     save_total_limit: Optional[int] = None
     gradient_checkpointing: bool = False
@@ -251,6 +286,8 @@ class LaunchConfig:
     device: Device = Device.cuda
     #: print the plan as shell and exit 0, starting nothing
     dry_run: bool = False
+    #: validate, plan and tokenize into the data cache on this machine's CPU, then exit 0 (no ranks started)
+    prepare_only: bool = False
     #: the run dir; default <output_root>/<name>/<timestamp>
     output_dir: Optional[str] = None
     output_root: str = "outputs"
@@ -290,6 +327,11 @@ def register() -> None:
     ConfigStore.instance().store(name="launch_schema", node=LaunchConfig)
 
 
+def typed(config: Any) -> Any:
+    """A resolved config (dict or loaded yaml) typed by the schema again: enums, attribute access."""
+    return OmegaConf.merge(OmegaConf.structured(LaunchConfig), config)
+
+
 def load_run_config(path: str) -> Any:
     """A run dir's config.yaml, typed by the schema (the worker's only input besides the run dir)."""
-    return OmegaConf.merge(OmegaConf.structured(LaunchConfig), OmegaConf.load(path))
+    return typed(OmegaConf.load(path))

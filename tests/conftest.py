@@ -1,6 +1,7 @@
-"""Shared fixtures: the tiny model, built once and locally by the project's own script."""
+"""Shared fixtures: the tiny model, built once and locally by the project's own script; a temp data cache."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,3 +17,16 @@ def tiny_model() -> Path:
     if not (TINY_MODEL / "model.safetensors").is_file():
         subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "make_tiny_model.py")], check=True)
     return TINY_MODEL
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory) -> Path:
+    """Tokenized data goes to a temp dir, not ~/.cache/launcher/data; the runs tests start inherit it."""
+    path = tmp_path_factory.mktemp("data_cache")
+    before = os.environ.get("LAUNCHER_DATA_CACHE")
+    os.environ["LAUNCHER_DATA_CACHE"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("LAUNCHER_DATA_CACHE", None)
+    else:
+        os.environ["LAUNCHER_DATA_CACHE"] = before

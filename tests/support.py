@@ -11,7 +11,7 @@ from hydra import initialize_config_dir
 
 import launcher.cli  # noqa: F401  (registers the schema and the project_root resolver)
 from launcher import PROJECT_ROOT
-from launcher.facts import Facts, RunDirFacts, scan_data_file
+from launcher.facts import Facts, RunDirFacts, gather_data_facts
 
 TINY_MODEL = PROJECT_ROOT / "assets" / "tiny_llama"
 DEMO_DATA = PROJECT_ROOT / "data" / "demo" / "alpaca_demo.json"
@@ -23,10 +23,10 @@ def compose(*overrides: str):
 
 
 def facts(cfg=None, **kw) -> Facts:
-    """Facts of a healthy machine for cfg (its data file scanned for real), changed by kw."""
-    data = {str(cfg.data.dataset): scan_data_file(str(cfg.data.dataset))} if cfg is not None else {}
+    """Facts of a healthy machine for cfg (its datasets resolved and scanned for real), changed by kw."""
+    data = gather_data_facts(cfg.data.dataset, cfg.data.dataset_dir) if cfg is not None else None
     base = dict(python="/usr/bin/python3", hostname="testhost", cpu_count=8, visible_gpus=8, paths={},
-                data=data, output_dir=RunDirFacts())
+                output_dir=RunDirFacts(), **({"data": data} if data else {}))
     base.update(kw)
     return Facts(**base)
 

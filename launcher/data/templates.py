@@ -25,20 +25,26 @@ class Template:
     prefix: str
     #: the system turn, {content}; unused when system_in_user is set
     system: str
-    #: a user turn including the assistant header that follows it
+    #: a user turn including the assistant header that follows it ({idx}: the round, from 1)
     user: str
     #: an assistant turn including its end-of-turn marker
     assistant: str
     default_system: str = ""
     #: folds the system text into the first user turn ({system}, {content}), as Llama-2 and Mistral do
     system_in_user: Optional[str] = None
+    #: a tool result (sharegpt `observation`) including the assistant header; default: the user format
+    tool: Optional[str] = None
+    #: put before every user or tool turn but the first
+    separator: str = ""
+    #: {eos} ends the conversation only, not every assistant turn (ChatGLM)
+    efficient_eos: bool = False
 
     def segments(self, messages: Sequence[dict], bos: str, eos: str) -> list[tuple[str, bool]]:
         system, turns = split_conversation(messages)
         system = system or self.default_system
-        fill = lambda fmt, content: fmt.format(content=content, bos=bos, eos=eos)  # noqa: E731
+        fill = lambda fmt, content, idx=0: fmt.format(content=content, bos=bos, eos=eos, idx=idx)  # noqa: E731
         out: list[tuple[str, bool]] = []
-        for i, (user, answer) in enumerate(turns):
+        for i, (role, user, answer) in enumerate(turns):
             prompt = ""
             if i == 0:
                 prompt += self.prefix.format(bos=bos, eos=eos)
@@ -46,7 +52,13 @@ class Template:
                     user = self.system_in_user.format(system=system, content=user)
                 elif system:
                     prompt += fill(self.system, system)
-            out += [(prompt + fill(self.user, user), False), (fill(self.assistant, answer), True)]
+            else:
+                prompt += self.separator
+            fmt = self.tool if role == "tool" and self.tool else self.user
+            response = fill(self.assistant, answer)
+            if self.efficient_eos and i == len(turns) - 1:
+                response += eos
+            out += [(prompt + fill(fmt, user, i + 1), False), (response, True)]
         return out
 
 
@@ -64,30 +76,42 @@ TEMPLATES = {t.name: t for t in [
     Template("llama3", prefix="{bos}", system="<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>",
              user="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>"
                   "<|start_header_id|>assistant<|end_header_id|>\n\n",
-             assistant="{content}<|eot_id|>"),
+             assistant="{content}<|eot_id|>",
+             tool="<|start_header_id|>ipython<|end_header_id|>\n\n{content}<|eot_id|>"
+                  "<|start_header_id|>assistant<|end_header_id|>\n\n"),
     Template("chatml", prefix="", system="<|im_start|>system\n{content}<|im_end|>\n",
              user="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n", assistant="{content}<|im_end|>\n"),
     Template("qwen", prefix="", system="<|im_start|>system\n{content}<|im_end|>\n",
              user="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n", assistant="{content}<|im_end|>\n",
+             tool="<|im_start|>user\n<tool_response>\n{content}\n</tool_response><|im_end|>\n<|im_start|>assistant\n",
              default_system="You are a helpful assistant."),
+    # ChatGLM2's own build_prompt: numbered rounds separated by a blank line; no system turn of its own.
+    Template("chatglm2", prefix="[gMASK]sop", system="{content}\n\n", user="[Round {idx}]\n\n问：{content}\n\n答：",
+             assistant="{content}", separator="\n\n", efficient_eos=True),
+    Template("chatglm3", prefix="[gMASK]sop", system="<|system|>\n{content}", user="<|user|>\n{content}<|assistant|>",
+             assistant="\n{content}", tool="<|observation|>\n{content}<|assistant|>", efficient_eos=True),
 ]}
 TEMPLATE_NAMES = ("auto", *TEMPLATES)
+#: roles that open a turn (a user message, or a tool's result handed back to the model)
+PROMPT_ROLES = ("user", "tool")
 
 
-def split_conversation(messages: Sequence[dict]) -> tuple[str, list[tuple[str, str]]]:
-    """(system, [(user, assistant), ...]) from role/content messages, checking the roles alternate."""
+def split_conversation(messages: Sequence[dict]) -> tuple[str, list[tuple[str, str, str]]]:
+    """(system, [(prompt role, prompt, answer), ...]) from role/content messages, checking the order:
+    an optional system message, then pairs of a user (or tool) message and an assistant message."""
     system = ""
     rest = list(messages)
     if rest and rest[0]["role"] == "system":
         system = rest.pop(0)["content"]
     if not rest or len(rest) % 2:
-        raise TemplateError(f"a conversation needs user/assistant pairs, got roles {[m['role'] for m in messages]}")
+        raise TemplateError("a conversation needs user/assistant pairs, got roles "
+                            f"{[m['role'] for m in messages]}")
     turns = []
-    for user, answer in zip(rest[::2], rest[1::2]):
-        if user["role"] != "user" or answer["role"] != "assistant":
-            raise TemplateError(f"roles out of order: expected user then assistant, got "
-                                f"{user['role']} then {answer['role']}")
-        turns.append((user["content"], answer["content"]))
+    for i, (user, answer) in enumerate(zip(rest[::2], rest[1::2])):
+        if user["role"] not in PROMPT_ROLES or answer["role"] != "assistant":
+            raise TemplateError(f"roles out of order at turn {i + 1}: expected user (or tool) then assistant, "
+                                f"got {user['role']} then {answer['role']}")
+        turns.append((user["role"], user["content"], answer["content"]))
     return system, turns
 
 
@@ -99,8 +123,8 @@ def auto_segments(tokenizer: Any, messages: Sequence[dict]) -> list[tuple[str, b
     system, turns = split_conversation(messages)
     history: list[dict] = [{"role": "system", "content": system}] if system else []
     rendered, out = "", []
-    for user, answer in turns:
-        history.append({"role": "user", "content": user})
+    for role, user, answer in turns:
+        history.append({"role": role, "content": user})
         prompt = tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
         history.append({"role": "assistant", "content": answer})
         full = tokenizer.apply_chat_template(history, tokenize=False)
@@ -134,21 +158,32 @@ def budget(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]
 
 
 def encode(tokenizer: Any, template: str, messages: Sequence[dict], cutoff_len: int,
-           train_on_prompt: bool = False) -> tuple[list[int], list[int]]:
-    """input_ids and labels for one conversation, at most cutoff_len tokens; later turns go first."""
+           train_on_prompt: bool = False, mask_history: bool = False) -> tuple[list[int], list[int]]:
+    """input_ids and labels for one conversation, at most cutoff_len tokens.
+
+    Turns are budgeted in order, so the last turns are the ones cut. With mask_history only the last
+    answer carries labels, and it is budgeted first (kept whole where it fits), as in LLaMA-Factory."""
     segs = render_segments(template, tokenizer, messages)
+    pairs = [(tokenizer(p, add_special_tokens=False)["input_ids"], tokenizer(a, add_special_tokens=False)["input_ids"])
+             for (p, _), (a, _) in zip(segs[::2], segs[1::2])]
+    order = list(range(len(pairs)))[::-1] if mask_history else list(range(len(pairs)))
+    kept: dict[int, tuple[list[int], list[int]]] = {}
+    used = 0
+    for i in order:
+        if cutoff_len - used <= 0:
+            break
+        src, tgt = pairs[i]
+        n_src, n_tgt = budget(len(src), len(tgt), cutoff_len - used)
+        kept[i] = src[:n_src], tgt[:n_tgt]
+        used += n_src + n_tgt
     input_ids: list[int] = []
     labels: list[int] = []
-    for (prompt, _), (answer, _) in zip(segs[::2], segs[1::2]):
-        remaining = cutoff_len - len(input_ids)
-        if remaining <= 0:
-            break
-        src = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        tgt = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        n_src, n_tgt = budget(len(src), len(tgt), remaining)
-        src, tgt = src[:n_src], tgt[:n_tgt]
+    last = len(pairs) - 1
+    for i in sorted(kept):
+        src, tgt = kept[i]
         input_ids += src + tgt
-        labels += (src if train_on_prompt else [IGNORE_INDEX] * len(src)) + tgt
+        labels += src if train_on_prompt else [IGNORE_INDEX] * len(src)
+        labels += tgt if i == last or not mask_history else [IGNORE_INDEX] * len(tgt)
     return input_ids, labels
 
 

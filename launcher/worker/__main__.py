@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import logging
 import signal
 import sys
 
@@ -22,12 +23,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="a run dir written by `launch` (config.yaml is read from it)")
     args = parser.parse_args(argv)
     _die_with_parent()
+    from launcher.data.registry import DataError
     from launcher.worker.train import Worker
 
     worker = Worker(args.run_dir)
     try:
         worker.setup()
         worker.train()
+    except DataError as e:  # bad data found only now (past the first rows validate scans): no traceback
+        logging.getLogger("launcher.worker").error("data: %s", e)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     finally:
         worker.cleanup()
     return 0

@@ -113,8 +113,8 @@ def load_model(cfg: Any, precision: str, device_index: int = 0):
     adapter = cfg.adapter.name.value
     model = load_base(cfg, load_dtype(precision, adapter), quantization=quantization_kwargs(cfg.adapter, precision),
                       device_index=device_index)
-    if cfg.train.gradient_checkpointing:
-        model.config.use_cache = False
+    # Training needs no KV cache, and with one transformers ignores packed rows' position_ids restarts.
+    model.config.use_cache = False
     return attach_adapter(model, cfg, precision)
 
 

@@ -41,13 +41,21 @@ class Worker:
         set_seed(cfg.seed)
         self.precision = resolve_precision(cfg.precision.name.value, cfg.device.value)
         self.tokenizer = load_tokenizer(cfg)
+        self.data = self.prepare_data()
         self.model = load_model(cfg, self.precision, self.local_rank)
         self.trainable, self.total = count_parameters(self.model)
         log.info("trainable params: %d / %d (%.4f%%), adapter %s, precision %s", self.trainable, self.total,
                  100 * self.trainable / self.total, cfg.adapter.name.value, self.precision)
-        from launcher.worker.dataset import build_sft_dataset
 
-        self.dataset = build_sft_dataset(cfg, self.tokenizer)
+    def prepare_data(self):
+        """Local rank 0 tokenizes into the cache (or finds it there); the other ranks wait for it."""
+        from launcher.data.cache import prepare
+
+        data = prepare(self.cfg, self.tokenizer, local_rank=self.local_rank, rank=self.rank,
+                       run_dir=str(self.run.root))
+        if self.rank == 0:
+            self.run.data.write_text(json.dumps(data.record, indent=2) + "\n")
+        return data
 
     def training_args(self):
         from transformers import TrainingArguments
@@ -63,6 +71,8 @@ class Worker:
             lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
             max_grad_norm=t.max_grad_norm, optim=t.optim,
             logging_steps=t.logging_steps, logging_first_step=True,
+            eval_strategy=t.eval_strategy, eval_steps=t.eval_steps,
+            per_device_eval_batch_size=t.per_device_eval_batch_size,
             save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
             # transformers' new name; its default is non-reentrant, so gradients reach an adapter even when the
             # inputs (frozen embeddings) need none
@@ -77,6 +87,8 @@ class Worker:
             remove_unused_columns=False,  # the collator needs row_id
             include_num_input_tokens_seen="non_padding",
             disable_tqdm=True, save_only_model=False,
+            # A stream is sharded per rank; dispatching would concatenate batches of unequal widths.
+            accelerator_config={"dispatch_batches": False} if cfg.data.streaming else None,
         )
 
     def train(self) -> None:
@@ -93,7 +105,10 @@ class Worker:
             if os.environ.get("LAUNCHER_PREEMPT_FILE") else None
         if preempt:
             callbacks.append(preempt)
-        trainer = Trainer(model=self.model, args=self.training_args(), train_dataset=self.dataset,
+        # Eval rows keep no row_id: the rank log's "rows" lines list the rows trained on.
+        evaluation = self.data.eval.remove_columns(["row_id"]) if self.data.eval is not None else None
+        trainer = Trainer(model=self.model, args=self.training_args(), train_dataset=self.data.train,
+                          eval_dataset=evaluation,
                           data_collator=PaddingCollator(self.tokenizer.pad_token_id),
                           processing_class=self.tokenizer, callbacks=callbacks)
         # resume=true, or a job requeued by Slurm (LAUNCHER_RESUME from the batch script)
@@ -107,12 +122,23 @@ class Worker:
             log.warning("stopped at step %d for a requeue; final/ and summary.json come when training ends",
                         preempt.stopped_at)
             return
+        eval_loss = self.final_eval_loss(trainer) if evaluation is not None else None
         trainer.save_model(str(self.run.final))
         if trainer.is_world_process_zero():
             self.tokenizer.save_pretrained(str(self.run.final))
-            self.write_summary(trainer, result, metrics.history, resume)
+            self.write_summary(trainer, result, metrics.history, resume, eval_loss)
 
-    def write_summary(self, trainer, result, history: list[dict], resumed_from: str | None) -> None:
+    @staticmethod
+    def final_eval_loss(trainer) -> float:
+        """The eval loss after the last step: evaluated now unless eval_strategy just did."""
+        state = trainer.state
+        last = next((h for h in reversed(state.log_history) if "eval_loss" in h), None)
+        if last is None or last.get("step") != state.global_step:
+            return trainer.evaluate()["eval_loss"]
+        return last["eval_loss"]
+
+    def write_summary(self, trainer, result, history: list[dict], resumed_from: str | None,
+                      eval_loss: float | None) -> None:
         state = trainer.state
         runtime = result.metrics.get("train_runtime") or (time.time() - self.started)
         summary = {
@@ -123,6 +149,7 @@ class Worker:
             "first_loss": history[0]["loss"] if history else None,
             "final_loss": history[-1]["loss"] if history else None,
             "train_loss": result.training_loss,
+            "eval_loss": eval_loss,
             "trained_tokens": state.num_input_tokens_seen,
             "train_runtime_s": round(runtime, 3),
             "tokens_per_s": round(state.num_input_tokens_seen / runtime, 1) if runtime else None,
@@ -130,6 +157,7 @@ class Worker:
             "trainable_params": self.trainable, "total_params": self.total,
             "resumed_from": resumed_from, "final_dir": str(self.run.final),
             "restart_count": int(os.environ.get("LAUNCHER_RESTART_COUNT", 0)),
+            "data_cache": self.data.record.get("cache_path"), "non_pad_share": self.data.record.get("non_pad_share"),
         }
         self.run.summary.write_text(json.dumps(summary, indent=2) + "\n")
         log.info("summary: %s", json.dumps(summary))

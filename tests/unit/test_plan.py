@@ -81,7 +81,7 @@ def test_compose_validate_plan_import_no_training_stack(tmp_path):
     code = (
         "import sys\n"
         "from launcher.cli import main\n"
-        f"sys.argv = ['launch', 'recipe=llama2_sft_lora', 'gpus=4', 'dry_run=true']\n"
+        "sys.argv = ['launch', 'recipe=llama2_sft_lora', 'gpus=4', 'dry_run=true']\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'peft', 'deepspeed', 'datasets') if m in sys.modules)\n"
         "print('HEAVY', heavy)\n"

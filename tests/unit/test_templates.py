@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.data.alpaca import to_messages
 from launcher.data.templates import IGNORE_INDEX, TemplateError, budget, encode, render_segments
 
 CONVERSATION = [
@@ -30,12 +29,16 @@ RENDERED = {
               "Hello!<|im_end|>\n<|im_start|>user\nAdd 2 and 3<|im_end|>\n<|im_start|>assistant\n5<|im_end|>\n",
     "qwen": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
             "Hello!<|im_end|>\n<|im_start|>user\nAdd 2 and 3<|im_end|>\n<|im_start|>assistant\n5<|im_end|>\n",
+    "chatglm2": "[gMASK]sopBe brief.\n\n[Round 1]\n\n问：Hi\n\n答：Hello!\n\n[Round 2]\n\n问：Add 2 and 3\n\n答：5</s>",
+    "chatglm3": "[gMASK]sop<|system|>\nBe brief.<|user|>\nHi<|assistant|>\nHello!<|user|>\nAdd 2 and 3<|assistant|>\n5</s>",
 }
 RESPONSES = {
     "auto": ["Hello!</s>\n", "5</s>\n"], "default": ["Hello!</s>\n", "5</s>\n"],
     "alpaca": ["Hello!</s>\n\n", "5</s>\n\n"], "llama2": [" Hello! </s>", " 5 </s>"],
     "mistral": [" Hello!</s>", " 5</s>"], "llama3": ["Hello!<|eot_id|>", "5<|eot_id|>"],
     "chatml": ["Hello!<|im_end|>\n", "5<|im_end|>\n"], "qwen": ["Hello!<|im_end|>\n", "5<|im_end|>\n"],
+    # ChatGLM: one eos, at the end of the conversation (LLaMA-Factory's efficient_eos)
+    "chatglm2": ["Hello!", "5</s>"], "chatglm3": ["\nHello!", "\n5</s>"],
 }
 
 
@@ -97,9 +100,41 @@ def test_budget_splits_in_proportion_when_both_are_long():
     assert budget(100, 100, 64) == (32, 32)
 
 
-def test_alpaca_rows_become_messages():
-    row = {"instruction": "Add", "input": "2 and 3", "output": "5", "system": "S", "history": [["q", "a"]]}
-    assert to_messages(row) == [
-        {"role": "system", "content": "S"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
-        {"role": "user", "content": "Add\n2 and 3"}, {"role": "assistant", "content": "5"},
-    ]
+TOOL_CONVERSATION = [
+    {"role": "user", "content": "Capital of Peru?"},
+    {"role": "assistant", "content": '{"name": "lookup", "arguments": {"country": "Peru"}}'},
+    {"role": "tool", "content": '{"capital": "Lima"}'},
+    {"role": "assistant", "content": "Lima."},
+]
+
+
+@pytest.mark.parametrize("template, rendered", [
+    ("qwen", "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nCapital of Peru?"
+             "<|im_end|>\n<|im_start|>assistant\n{call}<|im_end|>\n<|im_start|>user\n<tool_response>\n"
+             "{result}\n</tool_response><|im_end|>\n<|im_start|>assistant\nLima.<|im_end|>\n"),
+    ("chatglm3", "[gMASK]sop<|user|>\nCapital of Peru?<|assistant|>\n{call}<|observation|>\n{result}"
+                 "<|assistant|>\nLima.</s>"),
+    ("default", "<s>Human: Capital of Peru?\nAssistant: {call}</s>\nHuman: {result}\nAssistant: Lima.</s>\n"),
+])
+def test_tool_turns_are_prompts_and_tool_calls_are_answers(tokenizer, template, rendered):
+    call, result = TOOL_CONVERSATION[1]["content"], TOOL_CONVERSATION[2]["content"]
+    segments = render_segments(template, tokenizer, TOOL_CONVERSATION)
+    assert "".join(t for t, _ in segments) == rendered.format(call=call, result=result)
+    answers = [t for t, is_response in segments if is_response]
+    assert call in answers[0] and "Lima." in answers[1]
+    assert not any(result in t for t, is_response in segments if is_response)
+
+
+def test_mask_history_labels_the_last_answer_only(tokenizer):
+    ids, labels = encode(tokenizer, "default", CONVERSATION, cutoff_len=1024, mask_history=True)
+    assert tokenizer.decode(ids) == RENDERED["default"]
+    assert tokenizer.decode([t for t in labels if t != IGNORE_INDEX]) == "5</s>\n"
+
+
+def test_mask_history_keeps_the_last_turn_when_cutting(tokenizer):
+    long_history = [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok " * 200},
+                    {"role": "user", "content": "Add 2 and 3"}, {"role": "assistant", "content": "5"}]
+    ids, labels = encode(tokenizer, "default", long_history, cutoff_len=64, mask_history=True)
+    assert len(ids) <= 64 and tokenizer.decode([t for t in labels if t != IGNORE_INDEX]) == "5</s>\n"
+    ids, labels = encode(tokenizer, "default", long_history, cutoff_len=64)
+    assert "Add 2 and 3" not in tokenizer.decode(ids)  # without it, the first turns fill the budget

@@ -122,6 +122,8 @@ def test_unknown_logger():
     (["precision=fp16"], "precision=fp16"),
     (["global_batch_size=10", "gpus=3"], "global_batch_size=10"),
     (["data.dataset=/nonexistent.json"], "data.dataset=/nonexistent.json"),
+    (["data.dataset=alpaka_demo"], "data.dataset=alpaka_demo"),
+    (["data.template=chatgml3"], "data.template=chatgml3"),
     (["model.model_name_or_path=/nonexistent/model"], "model.model_name_or_path=/nonexistent/model"),
 ])
 def test_cli_reports_problems_and_exits_2_starting_nothing(tmp_path, args, key):
@@ -151,3 +153,118 @@ def test_scan_counts_rows(tmp_path):
     path.write_text(json.dumps([{"instruction": "a", "output": "b"}] * 3))
     f = scan_data_file(str(path))
     assert f.exists and f.rows == 3 and f.error is None
+
+
+def write_rows(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_dataset_names_from_the_registry_as_a_comma_string_or_a_list():
+    for value in ("'alpaca_en_demo,identity,sharegpt_demo'", "[alpaca_en_demo,identity,sharegpt_demo]"):
+        cfg = compose("recipe=tiny_sft_lora", "device=cpu", f"data.dataset={value}")
+        assert errors(cfg) == []
+
+
+def test_unknown_dataset_name_lists_the_known_ones():
+    e = only_error(compose("recipe=tiny_sft_lora", "device=cpu", "data.dataset='alpaca_en_demo,identiti'"))
+    assert (e.key, e.value) == ("data.dataset", "identiti")
+    assert "unknown dataset name" in e.fix and "identity" in e.fix
+
+
+def test_unknown_template_lists_the_known_ones():
+    e = only_error(compose("recipe=tiny_sft_lora", "device=cpu", "data.template=chatgml3"))
+    assert e.key == "data.template" and "chatglm3" in e.fix and "auto" in e.fix
+
+
+def test_sharegpt_roles_out_of_order(tmp_path):
+    good = {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]}
+    bad = {"conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}]}
+    path = write_rows(tmp_path / "chat.jsonl", [good, bad])
+    e = only_error(compose("recipe=tiny_sft_lora", "device=cpu", f"data.dataset={path}"))
+    assert e.key == "data.dataset" and "row 1 roles out of order: message 1 is 'human'" in e.fix
+
+
+def test_empty_after_filtering(tmp_path):
+    path = write_rows(tmp_path / "rows.jsonl", [{"instruction": "a", "output": ""}] * 3)
+    e = only_error(compose("recipe=tiny_sft_lora", "device=cpu", f"data.dataset={path}"))
+    assert "empty after filtering: all 3 rows have an empty response" in e.fix
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "rows.json").write_text("[]")
+    e = only_error(compose("recipe=tiny_sft_lora", "device=cpu", f"data.dataset={tmp_path}/rows.json"))
+    assert "holds no rows" in e.fix
+
+
+def test_malformed_registry_names_file_and_line(tmp_path):
+    (tmp_path / "dataset_info.json").write_text('{"a": {"file_name": "a.json"},\n "b": }')
+    e = only_error(compose("recipe=tiny_sft_lora", "device=cpu", "data.dataset=a", f"data.dataset_dir={tmp_path}"))
+    assert e.key == "data.dataset_dir" and "dataset_info.json: line 2" in e.fix
+
+
+def test_preference_rows_are_not_for_sft():
+    e = only_error(compose("recipe=tiny_sft_lora", "device=cpu", "data.dataset=dpo_demo"))
+    assert "a pairwise dataset" in e.fix and "stage=sft" in e.fix
+
+
+def test_pt_takes_plain_text():
+    assert errors(compose("recipe=tiny_pt_lora", "device=cpu")) == []
+
+
+@pytest.mark.parametrize("args, key, fix", [
+    (["data.mix_strategy=interleave_under", "data.interleave_probs='0.5,0.5'"], "data.interleave_probs",
+     "2 probabilities for 3 datasets"),
+    (["data.mix_strategy=interleave_under", "data.interleave_probs=[0.5,0.2,0.2]"], "data.interleave_probs",
+     "sum to 1 (they sum to 0.9)"),
+    (["data.interleave_probs='0.5,0.2,0.3'"], "data.interleave_probs", "set data.mix_strategy=interleave_under"),
+    (["data.streaming=true"], "data.streaming", "set train.max_steps"),
+    (["data.streaming=true", "train.max_steps=5", "data.packing=true"], "data.packing", "cannot pack a stream"),
+    (["data.streaming=true", "train.max_steps=5", "data.val_size=0.1"], "data.val_size", "give a row count"),
+    (["train.eval_strategy=steps"], "train.eval_strategy", "set data.val_size"),
+    (["train.eval_strategy=always", "data.val_size=0.1"], "train.eval_strategy", "use one of no, steps, epoch"),
+    (["data.val_size=2.5"], "data.val_size", "a whole row count"),
+    (["data.val_size=100"], "data.val_size", "the datasets hold 100 rows"),
+    (["data.max_samples=0"], "data.max_samples", "rows per dataset"),
+])
+def test_data_settings(args, key, fix):
+    e = only_error(compose("recipe=tiny_sft_lora", "device=cpu", "data=demo_mix", *args))
+    assert e.key == key and fix in e.fix, str(e)
+
+
+def test_max_samples_counts_per_dataset_for_val_size():
+    # 3 datasets x 5 rows = 15: a val_size of 14 still leaves a training row
+    cfg = compose("recipe=tiny_sft_lora", "device=cpu", "data=demo_mix", "data.max_samples=5", "data.val_size=14")
+    assert errors(cfg) == []
+
+
+def test_parquet_and_csv_files_are_scanned(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"instruction": "a", "output": "b"}, {"instruction": "c"}]),
+                   tmp_path / "rows.parquet")
+    e = only_error(compose("recipe=tiny_sft_lora", "device=cpu", f"data.dataset={tmp_path}/rows.parquet"))
+    assert "row 1 lacks output" in e.fix
+    (tmp_path / "rows.csv").write_text("instruction,output\na,b\n")
+    assert errors(compose("recipe=tiny_sft_lora", "device=cpu", f"data.dataset={tmp_path}/rows.csv")) == []
+
+
+@pytest.fixture
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("userdata")
+
+
+@pytest.mark.parametrize("rows, needle", [
+    ([{"conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "b"}]}],
+     "row 0 roles out of order"),
+    ([{"instruction": "a", "output": " "}], "empty after filtering"),
+    ([{"instruction": "a"}], "row 0 lacks output"),
+    ('{"instruction": "a", "output": "b"}\n{"instruction": \n', "rows.jsonl: line 2: invalid JSON"),
+])
+def test_cli_bad_rows_exit_2_starting_nothing(tmp_path, data_dir, rows, needle):
+    path = data_dir / "rows.jsonl"
+    path.write_text(rows) if isinstance(rows, str) else write_rows(path, rows)
+    r = run_launch("recipe=tiny_sft_lora", "device=cpu", f"data.dataset={path}", "prepare_only=true", cwd=tmp_path)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,245 @@
+"""Rows -> tokenized training (and eval) rows, with the datasets library.
+
+    per dataset: load -> first max_samples rows -> convert to the stage's shape (formats.py)
+    -> mix (concat | interleave_under | interleave_over, interleave_probs) -> row ids
+    -> tokenize with the chat template (preprocessing_num_workers processes) -> eval split (val_size)
+    -> shape: sft rows as they are, or packed (packing=true); pt documents concatenated and chunked
+
+build() returns materialized datasets for the cache (cache.py); stream() returns an IterableDataset that
+does the same lazily (streaming=true), nothing cached. Only the worker and `prepare_only` import this.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from launcher.data.formats import RowError, convert
+from launcher.data.packing import best_fit_bins, chunk_documents, packed_row
+from launcher.data.registry import DATA_SUFFIXES, DataError, DatasetAttr, detect, split_floats
+from launcher.data.templates import IGNORE_INDEX, TemplateError, encode
+
+log = logging.getLogger("launcher.data")
+
+#: rows per batch for the datasets-library maps
+MAP_BATCH = 256
+
+
+@dataclass
+class Built:
+    train: Any
+    eval: Optional[Any]
+    stats: dict = field(default_factory=dict)
+
+
+def load_raw(attr: DatasetAttr, hf_cache: str, streaming: bool = False):
+    import datasets
+
+    if attr.source == "disk":
+        ds = datasets.load_from_disk(attr.path)
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[attr.split]
+        return ds.to_iterable_dataset() if streaming else ds
+    if attr.source == "file":
+        builder = DATA_SUFFIXES[Path(attr.files[0]).suffix]
+        return datasets.load_dataset(builder, data_files=list(attr.files), split="train", cache_dir=hf_cache,
+                                     streaming=streaming)
+    return datasets.load_dataset(attr.path, name=attr.subset, split=attr.split, cache_dir=hf_cache,
+                                 streaming=streaming)
+
+
+def _convert_batch(batch: dict, indices: list[int], attr: DatasetAttr, stage: str, source: int) -> dict:
+    out: dict[str, list] = {}
+    n = len(indices)
+    for j in range(n):
+        row = {k: v[j] for k, v in batch.items()}
+        try:
+            shaped = convert(row, attr, stage)
+        except RowError as e:
+            raise DataError(f"dataset {attr.name}: row {indices[j]} {e}") from None
+        if shaped is None:
+            continue
+        for k, v in {**shaped, "source": source}.items():
+            out.setdefault(k, []).append(v)
+    return out or {k: [] for k in (("text",) if stage == "pt" else ("messages",)) + ("source",)}
+
+
+def converted(attr: DatasetAttr, ds, stage: str, source: int, max_samples: Optional[int], num_proc: Optional[int]):
+    """One dataset's rows in the stage's shape (first max_samples rows; empty rows filtered out)."""
+    from datasets import Dataset
+
+    materialized = isinstance(ds, Dataset)  # else a stream (IterableDataset)
+    if max_samples is not None:
+        ds = ds.select(range(min(max_samples, len(ds)))) if materialized else ds.take(max_samples)
+    first = next(iter(ds), None)
+    if first is None:
+        raise DataError(f"dataset {attr.name} holds no rows")
+    attr = detect(attr, first)
+    kwargs = dict(batched=True, batch_size=MAP_BATCH, with_indices=True, remove_columns=list(first),
+                  fn_kwargs={"attr": attr, "stage": stage, "source": source})
+    if materialized:  # in parallel, and without the datasets library's own cache (ours is cache.py)
+        kwargs |= dict(num_proc=num_proc, load_from_cache_file=False, desc=f"convert {attr.name}")
+    return ds.map(_convert_batch, **kwargs), attr
+
+
+def mix(parts: Sequence, strategy: str, probs: Any, seed: int):
+    import datasets
+
+    if len(parts) == 1:
+        return parts[0]
+    if strategy == "concat":
+        return datasets.concatenate_datasets(list(parts))
+    stopping = "first_exhausted" if strategy == "interleave_under" else "all_exhausted"
+    return datasets.interleave_datasets(list(parts), probabilities=split_floats(probs) or None, seed=seed,
+                                        stopping_strategy=stopping)
+
+
+def _tokenize_batch(batch: dict, indices: list[int], tokenizer, stage: str, template: str, cutoff_len: int,
+                    train_on_prompt: bool, mask_history: bool) -> dict:
+    out: dict[str, list] = {"input_ids": [], "labels": [], "row_id": []}
+    if stage == "pt":
+        eos = tokenizer.eos_token_id
+        for text, row_id in zip(batch["text"], indices):
+            ids = tokenizer(text)["input_ids"]
+            ids = ids + [eos] if eos is not None and (not ids or ids[-1] != eos) else ids
+            out["input_ids"].append(ids)
+            out["labels"].append(ids)
+            out["row_id"].append(row_id)
+        return out
+    for messages, row_id in zip(batch["messages"], indices):
+        try:
+            ids, labels = encode(tokenizer, template, messages, cutoff_len, train_on_prompt, mask_history)
+        except TemplateError as e:
+            raise DataError(f"row {row_id} of the mixture: {e}") from None
+        if all(lab == IGNORE_INDEX for lab in labels):
+            continue  # nothing left to learn after truncation
+        out["input_ids"].append(ids)
+        out["labels"].append(labels)
+        out["row_id"].append(row_id)
+    return out
+
+
+def tokenize_kwargs(d: Any, stage: str, tokenizer) -> dict:
+    return {"tokenizer": tokenizer, "stage": stage, "template": d.template, "cutoff_len": d.cutoff_len,
+            "train_on_prompt": d.train_on_prompt, "mask_history": d.mask_history}
+
+
+def lengths_of(ds) -> list[int]:
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(ds.with_format("arrow")["input_ids"]).to_pylist()
+
+
+def shape(ds, stage: str, packing: bool, cutoff_len: int):
+    """sft: rows as they are, or packed into rows of cutoff_len; pt: chunked (isolated when packing)."""
+    from datasets import Dataset
+
+    if stage == "pt":
+        rows = list(chunk_documents(ds.select_columns(["input_ids", "row_id"]), cutoff_len, isolate=packing))
+        return Dataset.from_list(rows) if rows else ds.select([])
+    if not packing:
+        return ds
+    bins = best_fit_bins(lengths_of(ds), cutoff_len)
+    bins.sort(key=lambda b: b[0])  # rows in dataset order of their first example
+    rows = [packed_row([ds[i] for i in b]) for b in bins]
+    return Dataset.from_list(rows)
+
+
+def build(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[DatasetAttr], hf_cache: str) -> Built:
+    """Every step of the pipeline on map-style datasets; stats record what happened at each."""
+    import datasets
+
+    datasets.disable_caching()  # the result is cached by cache.py, keyed by content
+    datasets.disable_progress_bars()  # rank logs get one line per step instead
+    parts, resolved, stats = [], [], {"datasets": {}}
+    for i, attr in enumerate(attrs):
+        raw = load_raw(attr, hf_cache)
+        part, attr = converted(attr, raw, stage, i, d.max_samples, d.preprocessing_num_workers)
+        taken = min(len(raw), d.max_samples) if d.max_samples is not None else len(raw)
+        stats["datasets"][attr.name] = {"rows": len(raw), "taken": taken, "filtered": taken - len(part)}
+        parts.append(part)
+        resolved.append(attr)
+    mixed = mix(parts, d.mix_strategy, d.interleave_probs, seed)
+    counts = Counter(mixed["source"])
+    for i, attr in enumerate(resolved):
+        stats["datasets"][attr.name]["in_mixture"] = int(counts.get(i, 0))
+    if len(mixed) == 0:
+        raise DataError("the datasets hold no row after filtering (empty text or response); check the data "
+                        "and data.max_samples")
+    tokenized = mixed.map(_tokenize_batch, batched=True, batch_size=MAP_BATCH, with_indices=True,
+                          remove_columns=mixed.column_names, fn_kwargs=tokenize_kwargs(d, stage, tokenizer),
+                          num_proc=d.preprocessing_num_workers, load_from_cache_file=False, desc="tokenize")
+    stats |= {"rows_tokenized": len(mixed), "dropped_by_cutoff": len(mixed) - len(tokenized)}
+    if len(tokenized) == 0:
+        raise DataError(f"no row keeps a response token within data.cutoff_len={d.cutoff_len}; raise it")
+    train, evaluation = split_eval(tokenized, d.val_size, seed)
+    train = shape(train, stage, d.packing, d.cutoff_len)
+    evaluation = shape(evaluation, stage, d.packing, d.cutoff_len) if evaluation is not None else None
+    lengths = lengths_of(train)
+    stats |= {"datasets_resolved": [a.record() for a in resolved], "train_rows": len(train),
+              "eval_rows": len(evaluation) if evaluation is not None else 0, "train_tokens": sum(lengths),
+              "longest_row": max(lengths)}
+    return Built(train, evaluation, stats)
+
+
+def split_eval(ds, val_size: float, seed: int):
+    if not val_size:
+        return ds, None
+    test_size = int(val_size) if val_size >= 1 else val_size
+    if (test_size if isinstance(test_size, int) else max(1, round(test_size * len(ds)))) >= len(ds):
+        raise DataError(f"data.val_size={val_size} leaves no training row out of {len(ds)}; lower it")
+    parts = ds.train_test_split(test_size=test_size, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
+def stream(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[DatasetAttr], hf_cache: str):
+    """streaming=true: the same steps lazily, as an IterableDataset; the first val_size rows (a count)
+    become a small materialized eval set. Nothing is cached and nothing is packed."""
+    import datasets
+    from datasets import Dataset
+
+    datasets.disable_progress_bars()
+    parts = []
+    for i, attr in enumerate(attrs):
+        part, _ = converted(attr, load_raw(attr, hf_cache, streaming=True), stage, i, d.max_samples, None)
+        parts.append(part)
+    mixed = mix(parts, d.mix_strategy, d.interleave_probs, seed)
+    columns = ["text", "source"] if stage == "pt" else ["messages", "source"]
+    tokenized = mixed.map(_tokenize_batch, batched=True, batch_size=MAP_BATCH, with_indices=True,
+                          remove_columns=columns, fn_kwargs=tokenize_kwargs(d, stage, tokenizer))
+    evaluation = None
+    if d.val_size:
+        evaluation = Dataset.from_list(list(tokenized.take(int(d.val_size))))
+        tokenized = tokenized.skip(int(d.val_size))
+    train = tokenized.shuffle(seed=seed, buffer_size=d.buffer_size)
+    if stage == "pt":
+        train = train.map(_chunk_batch, batched=True, batch_size=MAP_BATCH, fn_kwargs={"block": d.cutoff_len})
+        if evaluation is not None:
+            evaluation = shape(evaluation, stage, False, d.cutoff_len)
+    return Built(one_stream(train), evaluation, {"streaming": True})
+
+
+def one_stream(ds):
+    """A datasets stream as a plain torch IterableDataset. accelerate then gives each rank its own slice
+    of every global batch of one ordered stream (IterableDatasetShard); handed a datasets stream, it
+    would shard it by file instead, splitting the datasets unevenly across ranks and restarting row ids.
+    Every rank reads and tokenizes the whole stream: the price of not caching."""
+    import torch.utils.data
+
+    class _OneStream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(ds)
+
+        def set_epoch(self, epoch: int) -> None:  # a new shuffle order each epoch, the same on every rank
+            ds.set_epoch(epoch)
+
+    return _OneStream()
+
+
+def _chunk_batch(batch: dict, block: int) -> dict:
+    docs = [{"input_ids": ids, "row_id": r} for ids, r in zip(batch["input_ids"], batch["row_id"])]
+    rows = list(chunk_documents(docs, block, isolate=False))
+    return {k: [r[k] for r in rows] for k in ("input_ids", "labels", "row_id")}
+
