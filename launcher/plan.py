@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from omegaconf import OmegaConf
 
 from launcher.facts import Facts
 from launcher.schema import BackendType, Device
+from launcher.zero import ZeroPlan, plan_zero
 
 WORKER_MODULE = "launcher.worker"
+#: torchrun's and DeepSpeed's default rendezvous port: every node must agree on it, so no random pick
+DEFAULT_MASTER_PORT = 29500
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,10 @@ class LaunchPlan:
     commands: tuple[NodeCommand, ...]
     #: the fully resolved config, with the plan's numbers, that the worker reads from the run dir
     config: Mapping[str, Any]
+    #: ZeRO stage, offload, optimizer, memory estimate and the ds config the worker uses; None = no DeepSpeed
+    zero: Optional[ZeroPlan] = None
+    #: the node this launch runs on (launch.sh runs that node's command; any node's by argument)
+    node_rank: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -76,15 +83,24 @@ class LaunchPlan:
             f"# batch: {self.batch.describe()}",
             "# ranks (rank: node/local_rank device): "
             + ", ".join(f"{r.rank}: {r.node}/{r.local_rank} {r.device}" for r in self.ranks),
+            *(f"# {line}" for line in (self.zero.describe() if self.zero else ())),
             "set -euo pipefail",
             f"cd {shlex.quote(cwd)}",
         ]
+        if len(self.commands) == 1:
+            return "\n".join(lines + self._node_lines(self.commands[0])) + "\n"
+        # One script for every node: `bash launch.sh NODE_RANK`; without an argument, this launch's node.
+        lines.append(f'case "${{1:-{self.node_rank}}}" in')
         for cmd in self.commands:
-            if len(self.commands) > 1:
-                lines.append(f"# node {cmd.node}")
-            lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(cmd.env.items())]
-            lines.append("exec " + shlex.join(cmd.argv))
+            lines.append(f"  {cmd.node})")
+            lines += [f"    {line}" for line in self._node_lines(cmd)]
+            lines.append("    ;;")
+        lines += ['  *) echo "launch.sh: no node $1 in this plan" >&2; exit 2;;', "esac"]
         return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _node_lines(cmd: NodeCommand) -> list[str]:
+        return [*(f"export {k}={shlex.quote(v)}" for k, v in sorted(cmd.env.items())), "exec " + shlex.join(cmd.argv)]
 
 
 def plan_batch(cfg: Any) -> BatchPlan:
@@ -99,8 +115,9 @@ def plan_batch(cfg: Any) -> BatchPlan:
 
 def pick_backend(cfg: Any) -> str:
     if cfg.backend.name != BackendType.auto:
-        return cfg.backend.name.value
-    return "single" if cfg.gpus * cfg.nodes == 1 else "torchrun"
+        return BackendType(cfg.backend.name).value
+    # DeepSpeed needs torch.distributed set up by a launcher, even for one process.
+    return "single" if cfg.gpus * cfg.nodes == 1 and cfg.zero.name == "none" else "torchrun"
 
 
 def worker_env(cfg: Any, facts: Facts, run_dir: str) -> dict[str, str]:
@@ -110,6 +127,8 @@ def worker_env(cfg: Any, facts: Facts, run_dir: str) -> dict[str, str]:
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONUNBUFFERED": "1",
     }
+    if cfg.device == Device.cpu and (cfg.zero.name != "none" or cfg.backend.name == BackendType.deepspeed):
+        env["DS_ACCELERATOR"] = "cpu"  # else DeepSpeed picks CUDA wherever a GPU is visible
     report_to = list(cfg.logger.report_to)
     if "tensorboard" in report_to:
         env["TENSORBOARD_LOGGING_DIR"] = f"{run_dir}/tensorboard"
@@ -129,16 +148,39 @@ def build_plan(cfg: Any, facts: Facts, run_dir: str) -> LaunchPlan:
         Rank(rank=n * nproc + i, node=n, local_rank=i, device=f"cuda:{i}" if device == Device.cuda else "cpu")
         for n in range(cfg.nodes) for i in range(nproc)
     )
-    worker = ["-m", WORKER_MODULE, run_dir]
-    if backend == "single":
-        argv = (facts.python, *worker)
-    else:
-        argv = (facts.python, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-                f"--nproc-per-node={nproc}", "--max-restarts=0", *worker)
-    commands = (NodeCommand(node=0, argv=argv, env=worker_env(cfg, facts, run_dir)),)
+    env = worker_env(cfg, facts, run_dir)
+    commands = tuple(NodeCommand(node=n, argv=argv, env=env)
+                     for n, argv in enumerate(node_argvs(cfg, facts, backend, nproc, run_dir)))
 
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     config["output_dir"] = run_dir
     config["train"]["gradient_accumulation_steps"] = batch.gradient_accumulation_steps
     return LaunchPlan(run_dir=run_dir, backend=backend, nodes=cfg.nodes, nproc_per_node=nproc, world_size=world,
-                      batch=batch, ranks=ranks, commands=commands, config=config)
+                      batch=batch, ranks=ranks, commands=commands, config=config,
+                      zero=plan_zero(cfg, facts, nproc), node_rank=cfg.node_rank)
+
+
+def node_argvs(cfg: Any, facts: Facts, backend: str, nproc: int, run_dir: str) -> list[tuple[str, ...]]:
+    """The command each node runs, node 0 first."""
+    py, worker = facts.python, ("-m", WORKER_MODULE, run_dir)
+    nodes, port = range(cfg.nodes), cfg.master_port or DEFAULT_MASTER_PORT
+    if backend == "single":
+        return [(py, *worker)]
+    if backend == "torchrun":
+        common = (f"--nproc-per-node={nproc}", "--max-restarts=0", *worker)
+        if cfg.nodes == 1:
+            return [(py, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", *common)]
+        return [(py, "-m", "torch.distributed.run", f"--nnodes={cfg.nodes}", f"--node-rank={n}",
+                 f"--master-addr={cfg.master_addr}", f"--master-port={port}", *common) for n in nodes]
+    # deepspeed: --no_local_rank, else it appends --local_rank=N to the worker's argv; --module runs it as -m.
+    runner, tail = (py, "-m", "deepspeed.launcher.runner"), ("--no_local_rank", "--module", WORKER_MODULE, run_dir)
+    if cfg.nodes == 1:
+        visible = [d.strip() for d in (facts.cuda_visible_devices or "").split(",") if d.strip()]
+        # Without --include the runner would renumber GPUs from 0 and ignore CUDA_VISIBLE_DEVICES.
+        slots = f"--include=localhost:{','.join(visible[:nproc])}" if cfg.device == Device.cuda and visible \
+            else f"--num_gpus={nproc}"
+        return [(*runner, slots, f"--master_port={cfg.master_port or facts.free_port}", *tail)]
+    # Each node starts its own ranks (--no_ssh): no pdsh or passwordless ssh, and the same model as torchrun.
+    addr = cfg.master_addr or facts.hostfile.hosts[0][0]
+    return [(*runner, f"--hostfile={cfg.hostfile}", f"--num_nodes={cfg.nodes}", f"--num_gpus={nproc}", "--no_ssh",
+             f"--node_rank={n}", f"--master_addr={addr}", f"--master_port={port}", *tail) for n in nodes]

@@ -9,9 +9,10 @@ from pathlib import Path
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
-import launcher.cli  # noqa: F401  (registers the schema and the project_root resolver)
+from launcher.cli import quote_numeric_choices  # also registers the schema and the project_root resolver
 from launcher import PROJECT_ROOT
-from launcher.facts import Facts, RunDirFacts, scan_data_file
+from launcher.facts import Facts, RunDirFacts, read_hostfile, read_json_file, scan_data_file
+from launcher.zero import GIB
 
 TINY_MODEL = PROJECT_ROOT / "assets" / "tiny_llama"
 DEMO_DATA = PROJECT_ROOT / "data" / "demo" / "alpaca_demo.json"
@@ -19,14 +20,18 @@ DEMO_DATA = PROJECT_ROOT / "data" / "demo" / "alpaca_demo.json"
 
 def compose(*overrides: str):
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="launch", overrides=list(overrides))
+        return hydra_compose(config_name="launch", overrides=quote_numeric_choices(overrides))
 
 
 def facts(cfg=None, **kw) -> Facts:
-    """Facts of a healthy machine for cfg (its data file scanned for real), changed by kw."""
+    """Facts of a healthy machine for cfg (its data file, ds config and hostfile read for real), changed by kw."""
     data = {str(cfg.data.dataset): scan_data_file(str(cfg.data.dataset))} if cfg is not None else {}
+    ds = {cfg.zero.config: read_json_file(cfg.zero.config)} if cfg is not None and cfg.zero.config else {}
+    hostfile = read_hostfile(cfg.hostfile) if cfg is not None and cfg.hostfile else None
     base = dict(python="/usr/bin/python3", hostname="testhost", cpu_count=8, visible_gpus=8, paths={},
-                data=data, output_dir=RunDirFacts())
+                data=data, output_dir=RunDirFacts(), ds_configs=ds, hostfile=hostfile,
+                host_memory_total=64 * GIB, host_memory_available=48 * GIB, free_port=41000,
+                deepspeed_version="0.19.8", cxx_toolchain=True)
     base.update(kw)
     return Facts(**base)
 

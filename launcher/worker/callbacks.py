@@ -1,4 +1,4 @@
-"""Rank-0 metrics: one JSON line per log step (step, loss, lr, epoch, tokens/s)."""
+"""Trainer callbacks of the worker: rank-0 metrics (one JSON line per log step) and the resolved ds config."""
 from __future__ import annotations
 
 import json
@@ -29,3 +29,16 @@ class MetricsCallback(TrainerCallback):
         self.history.append(row)
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+class SaveResolvedDsConfig(TrainerCallback):
+    """Rank 0 writes the DeepSpeed config the engine received: transformers and accelerate have filled
+    every "auto" by the time training begins."""
+
+    def __init__(self, path: Path, trainer):
+        self.path = path
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.path.write_text(json.dumps(self.trainer.deepspeed.config, indent=2, default=str) + "\n")

@@ -17,6 +17,26 @@ from launcher.worker.ranklog import rank_from_env, setup_rank_logging
 
 log = logging.getLogger("launcher.worker")
 
+PEAK_MEMORY_KIND = {"cuda": "torch.cuda.max_memory_allocated", "cpu": "process max RSS"}
+
+
+def gather_peak_memory_mb(device: str) -> list[float]:
+    """Each rank's peak memory (accelerator memory on GPU, resident set on CPU), in rank order."""
+    import resource
+
+    import torch
+    import torch.distributed as dist
+
+    if device == "cuda":
+        mine = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if not (dist.is_available() and dist.is_initialized()):
+        return [round(mine, 1)]
+    peaks: list = [None] * dist.get_world_size()
+    dist.all_gather_object(peaks, round(mine, 1))
+    return peaks
+
 
 class Worker:
     def __init__(self, run_dir: str):
@@ -35,6 +55,16 @@ class Worker:
         log.info("rank %d/%d (local %d) starting in %s", self.rank, self.world_size, self.local_rank, self.run.root)
         set_seed(cfg.seed)
         self.precision = resolve_precision(cfg.precision.name.value, cfg.device.value)
+        # Before the model: with a ZeRO-3 ds config, TrainingArguments makes from_pretrained load each
+        # rank's partition only (deepspeed.zero.Init) instead of the whole model on every rank.
+        self.args = self.training_args()
+        log.info("device %s", self.args.device)  # sets up torch.distributed (accelerate's PartialState)
+        if cfg.zero.name != "none":
+            import deepspeed
+
+            # zero.Init asks deepspeed.comm for the world size; on CPU accelerate set up torch.distributed
+            # only, and deepspeed.comm would report a world of 1 (this wraps the existing process group).
+            deepspeed.init_distributed()
         self.tokenizer = load_tokenizer(cfg)
         self.model = load_model(cfg, self.precision)
         self.trainable, self.total = count_parameters(self.model)
@@ -66,6 +96,8 @@ class Worker:
             remove_unused_columns=False,  # the collator needs row_id
             include_num_input_tokens_seen="non_padding",
             disable_tqdm=True, save_only_model=False,
+            # the planned ds config; transformers fills its "auto" values from the arguments above
+            deepspeed=json.loads(self.run.ds_config_auto.read_text()) if cfg.zero.name != "none" else None,
         )
 
     def train(self) -> None:
@@ -73,22 +105,28 @@ class Worker:
         from transformers.trainer_utils import get_last_checkpoint
 
         from launcher.data.collator import PaddingCollator
-        from launcher.worker.callbacks import MetricsCallback
+        from launcher.worker.callbacks import MetricsCallback, SaveResolvedDsConfig
 
         metrics = MetricsCallback(self.run.metrics)
-        trainer = Trainer(model=self.model, args=self.training_args(), train_dataset=self.dataset,
+        trainer = Trainer(model=self.model, args=self.args, train_dataset=self.dataset,
                           data_collator=PaddingCollator(self.tokenizer.pad_token_id),
                           processing_class=self.tokenizer, callbacks=[metrics])
+        if trainer.is_deepspeed_enabled:
+            trainer.add_callback(SaveResolvedDsConfig(self.run.ds_config, trainer))
         resume = get_last_checkpoint(str(self.run.checkpoints)) if self.cfg.resume and self.run.checkpoints.is_dir() else None
         if resume:
             log.info("resuming from %s", resume)
         result = trainer.train(resume_from_checkpoint=resume)
+        # Every rank: under ZeRO-3 the 16-bit weights are gathered from all of them
+        # (stage3_gather_16bit_weights_on_model_save), and rank 0 writes them.
         trainer.save_model(str(self.run.final))
+        peaks = gather_peak_memory_mb(self.cfg.device.value)
         if trainer.is_world_process_zero():
             self.tokenizer.save_pretrained(str(self.run.final))
-            self.write_summary(trainer, result, metrics.history, resume)
+            self.write_summary(trainer, result, metrics.history, resume, peaks)
 
-    def write_summary(self, trainer, result, history: list[dict], resumed_from: str | None) -> None:
+    def write_summary(self, trainer, result, history: list[dict], resumed_from: str | None,
+                      peak_memory_mb: list[float]) -> None:
         state = trainer.state
         runtime = result.metrics.get("train_runtime") or (time.time() - self.started)
         summary = {
@@ -104,6 +142,9 @@ class Worker:
             "tokens_per_s": round(state.num_input_tokens_seen / runtime, 1) if runtime else None,
             "wall_time_s": round(time.time() - self.started, 3),
             "trainable_params": self.trainable, "total_params": self.total,
+            "zero_stage": trainer.deepspeed.zero_optimization_stage() if trainer.is_deepspeed_enabled else None,
+            "peak_memory_mb_per_rank": peak_memory_mb,
+            "peak_memory_kind": PEAK_MEMORY_KIND[self.cfg.device.value],
             "resumed_from": resumed_from, "final_dir": str(self.run.final),
         }
         self.run.summary.write_text(json.dumps(summary, indent=2) + "\n")
