@@ -94,8 +94,8 @@ def _check_local_nodes(cfg: Any, facts: Facts) -> Iterator[Problem]:
             yield Problem("hostfile", cfg.hostfile, "is read by the deepspeed launcher only; use backend=deepspeed, "
                           "or give torchrun node 0's address with master_addr=HOST")
         if not cfg.master_addr:
-            yield Problem("master_addr", cfg.master_addr, f"nodes={cfg.nodes} without a cluster needs node 0's address: "
-                          "run `launch ... master_addr=NODE0 node_rank=I` on each node (torchrun), or use "
+            yield Problem("master_addr", cfg.master_addr, f"nodes={cfg.nodes} without a cluster needs node 0's "
+                          "address: run `launch ... master_addr=NODE0 node_rank=I` on each node (torchrun), or use "
                           "backend=deepspeed hostfile=PATH, or a cluster (cluster=slurm)")
         return
     h = facts.hostfile

@@ -1,6 +1,7 @@
-"""Shared fixtures: the tiny model, built once and locally by the project's own script."""
+"""Shared fixtures: the tiny model, built once and locally by the project's own script; DeepSpeed's CPU ops."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,3 +17,14 @@ def tiny_model() -> Path:
     if not (TINY_MODEL / "model.safetensors").is_file():
         subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "make_tiny_model.py")], check=True)
     return TINY_MODEL
+
+
+@pytest.fixture(scope="session")
+def deepspeed_ops() -> None:
+    """DeepSpeed JIT-builds its CPU ops on first use (shm collectives ~45 s, CPU Adam ~60 s on 2 cores) into
+    ~/.cache/torch_extensions: build them once here, so no training test's timing depends on it."""
+    code = ("from deepspeed.accelerator import get_accelerator\n"
+            "for op in ('ShareMemCommBuilder', 'CPUAdamBuilder'):\n"
+            "    get_accelerator().create_op_builder(op).load()\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=900, capture_output=True,
+                   env={**os.environ, "DS_ACCELERATOR": "cpu"})

@@ -41,3 +41,14 @@ def run_launch(*args: str, cwd: Path | None = None, env: dict | None = None, tim
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def processes_mentioning(needle: str) -> list[int]:
+    """Live processes whose command line contains needle (e.g. a run dir)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if needle in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids

@@ -17,25 +17,15 @@ from launcher.worker.ranklog import rank_from_env, setup_rank_logging
 
 log = logging.getLogger("launcher.worker")
 
-PEAK_MEMORY_KIND = {"cuda": "torch.cuda.max_memory_allocated", "cpu": "process max RSS"}
-
-
-def gather_peak_memory_mb(device: str) -> list[float]:
-    """Each rank's peak memory (accelerator memory on GPU, resident set on CPU), in rank order."""
-    import resource
-
-    import torch
+def gather(value) -> list:
+    """value from every rank, in rank order (just this one's when not distributed)."""
     import torch.distributed as dist
 
-    if device == "cuda":
-        mine = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     if not (dist.is_available() and dist.is_initialized()):
-        return [round(mine, 1)]
-    peaks: list = [None] * dist.get_world_size()
-    dist.all_gather_object(peaks, round(mine, 1))
-    return peaks
+        return [value]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
 
 
 class Worker:
@@ -105,12 +95,12 @@ class Worker:
         from transformers.trainer_utils import get_last_checkpoint
 
         from launcher.data.collator import PaddingCollator
-        from launcher.worker.callbacks import MetricsCallback, SaveResolvedDsConfig
+        from launcher.worker.callbacks import MetricsCallback, PeakMemory, SaveResolvedDsConfig
 
-        metrics = MetricsCallback(self.run.metrics)
+        metrics, peak = MetricsCallback(self.run.metrics), PeakMemory(self.cfg.device.value)
         trainer = Trainer(model=self.model, args=self.args, train_dataset=self.dataset,
                           data_collator=PaddingCollator(self.tokenizer.pad_token_id),
-                          processing_class=self.tokenizer, callbacks=[metrics])
+                          processing_class=self.tokenizer, callbacks=[metrics, peak])
         if trainer.is_deepspeed_enabled:
             trainer.add_callback(SaveResolvedDsConfig(self.run.ds_config, trainer))
         resume = get_last_checkpoint(str(self.run.checkpoints)) if self.cfg.resume and self.run.checkpoints.is_dir() else None
@@ -120,13 +110,13 @@ class Worker:
         # Every rank: under ZeRO-3 the 16-bit weights are gathered from all of them
         # (stage3_gather_16bit_weights_on_model_save), and rank 0 writes them.
         trainer.save_model(str(self.run.final))
-        peaks = gather_peak_memory_mb(self.cfg.device.value)
+        memory = {"peak_memory_mb_per_rank": gather(peak.peak_mb), "peak_memory_kind": peak.kind}
         if trainer.is_world_process_zero():
             self.tokenizer.save_pretrained(str(self.run.final))
-            self.write_summary(trainer, result, metrics.history, resume, peaks)
+            self.write_summary(trainer, result, metrics.history, resume, memory)
 
     def write_summary(self, trainer, result, history: list[dict], resumed_from: str | None,
-                      peak_memory_mb: list[float]) -> None:
+                      memory: dict) -> None:
         state = trainer.state
         runtime = result.metrics.get("train_runtime") or (time.time() - self.started)
         summary = {
@@ -143,8 +133,7 @@ class Worker:
             "wall_time_s": round(time.time() - self.started, 3),
             "trainable_params": self.trainable, "total_params": self.total,
             "zero_stage": trainer.deepspeed.zero_optimization_stage() if trainer.is_deepspeed_enabled else None,
-            "peak_memory_mb_per_rank": peak_memory_mb,
-            "peak_memory_kind": PEAK_MEMORY_KIND[self.cfg.device.value],
+            **memory,
             "resumed_from": resumed_from, "final_dir": str(self.run.final),
         }
         self.run.summary.write_text(json.dumps(summary, indent=2) + "\n")

@@ -113,7 +113,8 @@ def test_offload_uses_deepspeed_cpu_adam_where_it_builds():
 def test_offload_keeps_torch_adamw_without_a_compiler():
     plan = plan_of("recipe=tiny_sft_lora", "device=cpu", "gpus=2", "zero=2_offload", cxx_toolchain=False)
     assert plan.zero.ds_config["zero_force_ds_cpu_optimizer"] is False
-    assert "train.optim=adamw_torch stepping on the CPU" in plan.zero.optimizer and "no C++ compiler" in plan.zero.optimizer
+    assert "train.optim=adamw_torch stepping on the CPU" in plan.zero.optimizer
+    assert "no C++ compiler" in plan.zero.optimizer
 
 
 def test_dry_run_prints_deepspeeds_memory_estimate(tmp_path):
@@ -131,8 +132,8 @@ def test_local_model_size_is_read_from_safetensors_headers(tiny_model):
     assert plan.zero.estimate.total_params == 190_528  # 2 layers of hidden 64 + 766 x 64 embeddings and head
 
 
-@pytest.mark.parametrize("params, largest", [(190_528, 49_024), (LLAMA2_7B.total_params, LLAMA2_7B.largest_layer_params),
-                                              (70_553_706_496, 1_050_673_152)])
+@pytest.mark.parametrize("params, largest", [(190_528, 49_024), (6_738_415_616, 131_072_000),
+                                             (70_553_706_496, 1_050_673_152)])
 @pytest.mark.parametrize("gpus, nodes", [(1, 1), (2, 1), (8, 1), (8, 4)])
 def test_estimates_equal_deepspeeds_own_functions(params, largest, gpus, nodes):
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
@@ -143,9 +144,8 @@ def test_estimates_equal_deepspeeds_own_functions(params, largest, gpus, nodes):
             estimate_zero2_model_states_mem_needs(params, gpus, nodes, offload)
         for offload_params in (True, False):
             for zero_init in (True, False):
-                assert zero.estimate_zero3_model_states_mem_needs(params, largest, gpus, nodes, offload, offload_params,
-                                                                  zero_init) == \
-                    estimate_zero3_model_states_mem_needs(params, largest, gpus, nodes, offload, offload_params, zero_init)
+                args = (params, largest, gpus, nodes, offload, offload_params, zero_init)
+                assert zero.estimate_zero3_model_states_mem_needs(*args) == estimate_zero3_model_states_mem_needs(*args)
 
 
 def test_header_count_equals_deepspeeds_count_of_the_loaded_model(tiny_model):
@@ -153,7 +153,8 @@ def test_header_count_equals_deepspeeds_count_of_the_loaded_model(tiny_model):
     from transformers import AutoModelForCausalLM
 
     size = count_model_params(str(tiny_model))
-    assert (size.total_params, size.largest_layer_params) == model_to_params(AutoModelForCausalLM.from_pretrained(tiny_model))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    assert (size.total_params, size.largest_layer_params) == model_to_params(model)
 
 
 def test_numeric_zero_choices_work_on_the_command_line(tmp_path):

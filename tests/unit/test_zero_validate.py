@@ -90,7 +90,8 @@ def test_fp16_ds_config_with_auto_precision_on_a_gpu_names_the_matching_precisio
 
 
 def test_auto_where_nobody_fills_it(tmp_path):
-    e = only_error(compose(*TINY, "zero=custom", f"zero.config={custom(tmp_path, zero_optimization__allgather_bucket_size='auto')}"))
+    path = custom(tmp_path, zero_optimization__allgather_bucket_size="auto")
+    e = only_error(compose(*TINY, "zero=custom", f"zero.config={path}"))
     assert 'zero_optimization.allgather_bucket_size="auto" is not a value transformers fills in' in e.fix
 
 
