@@ -17,6 +17,7 @@ from launcher.worker.ranklog import rank_from_env, setup_rank_logging
 
 log = logging.getLogger("launcher.worker")
 
+
 def gather(value) -> list:
     """value from every rank, in rank order (just this one's when not distributed)."""
     import torch.distributed as dist
