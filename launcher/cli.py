@@ -6,6 +6,7 @@ User mistakes (bad keys, bad values) exit 2 with one message per problem, before
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,7 +74,8 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
     if cfg.overwrite_output_dir and run.root.exists():
         clear_run_dir(run)
     write_run_dir(run, config=plan.config, overrides=overrides, plan=plan.to_dict(), launch_sh=script,
-                  env=env_info(facts.visible_gpus, plan.ranks[0].device))
+                  env=env_info(facts.visible_gpus, plan.ranks[0].device),
+                  ds_config=plan.zero.ds_config if plan.zero else None)
     if slurm and pending is not None:
         pending.plans.append(plan)
         print(f"launch: {run.root} written; submitted with the sweep's job array", file=sys.stderr)
@@ -84,7 +86,7 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
     from launcher.backends.local import execute
 
     print(script, end="", flush=True)
-    rc = execute(run.launch_sh)
+    rc = execute(run.launch_sh, str(plan.node_rank))
     print(f"launch: run dir {run.root} (exit {rc})", file=sys.stderr)
     return rc
 
@@ -171,7 +173,23 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(rc)
 
 
+#: groups whose options are numbers (zero=0|2|3): Hydra's grammar reads `zero=3` as an int, which it
+#: rejects as a group choice, so the command line's bare digits are quoted (`zero=3` -> `zero='3'`).
+NUMERIC_GROUPS = ("zero",)
+
+
+def quote_numeric_choices(args: Sequence[str]) -> list[str]:
+    out = []
+    for arg in args:
+        group, eq, value = arg.partition("=")
+        if eq and group.lstrip("~+") in NUMERIC_GROUPS and re.fullmatch(r"\d+(,\d+)*", value):
+            arg = f"{group}=" + ",".join(f"'{v}'" for v in value.split(","))
+        out.append(arg)
+    return out
+
+
 def main() -> None:
+    sys.argv[1:] = quote_numeric_choices(sys.argv[1:])
     unknown = unknown_override_keys(sys.argv[1:])
     if unknown:
         for p in unknown:

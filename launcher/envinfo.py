@@ -17,7 +17,7 @@ PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "deepspee
             "tokenizers", "trl", "wandb", "tensorboard")
 
 
-def _version(pkg: str) -> str | None:
+def package_version(pkg: str) -> str | None:
     try:
         return metadata.version(pkg)
     except metadata.PackageNotFoundError:
@@ -38,7 +38,7 @@ def env_info(visible_gpus: int, device: str) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
-        "packages": {p: _version(p) for p in PACKAGES},
+        "packages": {p: package_version(p) for p in PACKAGES},
         "git": {"sha": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None},
         "device": device,
         "visible_gpus": visible_gpus,

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from importlib import metadata
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from typing import Any, Mapping, Optional
 
 from launcher.data.registry import DataError, PathInfo, dataset_names, local_paths, probe_path, read_registry
 from launcher.schema import split_list
+from launcher.envinfo import package_version
 
 #: rows of a data file whose keys are kept for validation (bounded so huge files validate quickly)
 SCANNED_ROWS = 10_000
@@ -64,6 +67,29 @@ class RunDirFacts:
 
 
 @dataclass(frozen=True)
+class JsonFileFacts:
+    exists: bool
+    #: a parse error naming the file and line, or None
+    error: Optional[str] = None
+    content: Any = None
+
+
+@dataclass(frozen=True)
+class HostfileFacts:
+    exists: bool
+    error: Optional[str] = None
+    #: (host, slots) in file order, as DeepSpeed's runner reads them
+    hosts: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    total_params: int
+    #: parameters of the largest single module (DeepSpeed's largest_layer_params)
+    largest_layer_params: int
+
+
+@dataclass(frozen=True)
 class Facts:
     python: str = sys.executable
     hostname: str = "localhost"
@@ -83,6 +109,21 @@ class Facts:
     model_config: Mapping[str, Any] = field(default_factory=dict)
     #: adapter_name_or_path entries -> peft_type of their adapter_config.json (None: no adapter there)
     adapters: Mapping[str, Optional[str]] = field(default_factory=dict)
+    #: DeepSpeed JSON configs named by the config (zero.config)
+    ds_configs: Mapping[str, JsonFileFacts] = field(default_factory=dict)
+    hostfile: Optional[HostfileFacts] = None
+    #: counted from a local model's safetensors headers (no weights read), or None
+    model_size: Optional[ModelSize] = None
+    #: this host's memory (/proc/meminfo), bytes; 0 = unknown
+    host_memory_total: int = 0
+    host_memory_available: int = 0
+    #: a TCP port free on this host now (the rendezvous port of a one-node deepspeed launch)
+    free_port: int = 29500
+    deepspeed_version: Optional[str] = None
+    #: a C++ compiler and ninja: DeepSpeed can JIT-build its CPU ops (DeepSpeedCPUAdam)
+    cxx_toolchain: bool = False
+    #: CUDA_VISIBLE_DEVICES as set when launching, or None
+    cuda_visible_devices: Optional[str] = None
 
 
 def is_local_path(name: str) -> bool:
@@ -180,10 +221,10 @@ def scan_data_file(path: str) -> DataFileFacts:
                         except json.JSONDecodeError as e:
                             return DataFileFacts(True, f"{p}: line {lineno}: invalid JSON ({e.msg})")
         else:
-            try:
-                rows = json.loads(p.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                return DataFileFacts(True, f"{p}: line {e.lineno} column {e.colno}: invalid JSON ({e.msg})")
+            parsed = read_json_file(path)
+            if parsed.error:
+                return DataFileFacts(True, parsed.error)
+            rows = parsed.content
             if not isinstance(rows, list):
                 return DataFileFacts(True, f"{p}: expected a JSON list of rows, got {type(rows).__name__}")
     except (OSError, UnicodeDecodeError) as e:
@@ -242,10 +283,99 @@ def scan_run_dir(path: Optional[str]) -> RunDirFacts:
     )
 
 
+def read_json_file(path: str) -> JsonFileFacts:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        return JsonFileFacts(exists=False)
+    try:
+        return JsonFileFacts(exists=True, content=json.loads(p.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as e:
+        return JsonFileFacts(True, f"{p}: line {e.lineno} column {e.colno}: invalid JSON ({e.msg})")
+    except (OSError, UnicodeDecodeError) as e:
+        return JsonFileFacts(True, f"{p}: cannot read ({e})")
+
+
+def read_hostfile(path: str) -> HostfileFacts:
+    """A DeepSpeed hostfile, parsed by the rules of deepspeed.launcher.runner (`HOST slots=N`, # comments)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        return HostfileFacts(exists=False)
+    hosts: dict[str, int] = {}
+    for lineno, line in enumerate(p.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"^(\S+)\s+slots=(\d+)", line)
+        if not m:
+            return HostfileFacts(True, f"{p}: line {lineno}: expected `HOST slots=N`, got {line!r}")
+        if m.group(1) in hosts:
+            return HostfileFacts(True, f"{p}: line {lineno}: host {m.group(1)} is listed twice")
+        hosts[m.group(1)] = int(m.group(2))
+    if not hosts:
+        return HostfileFacts(True, f"{p}: no `HOST slots=N` line")
+    return HostfileFacts(exists=True, hosts=tuple(hosts.items()))
+
+
+def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    # The format's header: 8 bytes little-endian length, then JSON {name: {dtype, shape, data_offsets}}.
+    with path.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+
+
+def count_model_params(model_dir: str) -> Optional[ModelSize]:
+    """Total parameters and the largest module's (as DeepSpeed's model_to_params counts them), from the
+    safetensors headers of a local model: exact for any architecture, and no weight is read."""
+    d = Path(model_dir).expanduser()
+    index = d / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        elif (d / "model.safetensors").is_file():
+            files = ["model.safetensors"]
+        else:
+            return None
+        shapes: dict[str, list[int]] = {}
+        for name in files:
+            shapes |= _safetensors_shapes(d / name)
+    except (OSError, ValueError, KeyError, struct.error):
+        return None
+    per_module: dict[str, int] = {}
+    for name, shape in shapes.items():
+        numel = 1
+        for n in shape:
+            numel *= n
+        module = name.rpartition(".")[0]
+        per_module[module] = per_module.get(module, 0) + numel
+    return ModelSize(sum(per_module.values()), max(per_module.values(), default=0))
+
+
+def read_meminfo(path: str = "/proc/meminfo") -> tuple[int, int]:
+    """(MemTotal, MemAvailable) in bytes; (0, 0) where /proc/meminfo is missing."""
+    values: dict[str, int] = {}
+    try:
+        for line in Path(path).read_text().splitlines():
+            key, _, rest = line.partition(":")
+            values[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return values.get("MemTotal", 0), values.get("MemAvailable", 0)
+
+
+def find_free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
 def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
     env = os.environ if env is None else env
     model = str(cfg.model.model_name_or_path)
-    paths = {model: Path(model).expanduser().exists()} if is_local_path(model) else {}
+    local_model = is_local_path(model)
+    paths = {model: Path(model).expanduser().exists()} if local_model else {}
+    zero = cfg.zero.name != "none"
+    mem_total, mem_available = read_meminfo()
     return Facts(
         python=sys.executable,
         hostname=socket.gethostname(),
@@ -259,4 +389,13 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
         packages=package_versions(),
         model_config=read_model_config(model) if paths.get(model) else {},
         adapters={p: read_adapter_type(p) for p in split_list(cfg.adapter.adapter_name_or_path)},
+        ds_configs={cfg.zero.config: read_json_file(cfg.zero.config)} if cfg.zero.config else {},
+        hostfile=read_hostfile(cfg.hostfile) if cfg.hostfile else None,
+        model_size=count_model_params(model) if zero and local_model else None,
+        host_memory_total=mem_total,
+        host_memory_available=mem_available,
+        free_port=find_free_port(),
+        deepspeed_version=package_version("deepspeed") if zero else None,
+        cxx_toolchain=bool((shutil.which("c++") or shutil.which("g++")) and shutil.which("ninja")),
+        cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
     )

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from omegaconf import OmegaConf
 
 from launcher.facts import Facts
 from launcher.schema import BackendType, ClusterType, Device
+from launcher.zero import ZeroPlan, plan_zero
 
 WORKER_MODULE = "launcher.worker"
+#: torchrun's and DeepSpeed's default rendezvous port: every node must agree on it, so no random pick
+DEFAULT_MASTER_PORT = 29500
 #: torchrun reads any flag from PET_<FLAG>: on Slurm each node's values come from the allocation
 SLURM_RENDEZVOUS = {"PET_NNODES": "$SLURM_NNODES", "PET_NODE_RANK": "$SLURM_NODEID",
                     "PET_MASTER_ADDR": "$MASTER_ADDR", "PET_MASTER_PORT": "$MASTER_PORT"}
@@ -63,6 +66,10 @@ class LaunchPlan:
     commands: tuple[NodeCommand, ...]
     #: the fully resolved config, with the plan's numbers, that the worker reads from the run dir
     config: Mapping[str, Any]
+    #: ZeRO stage, offload, optimizer, memory estimate and the ds config the worker uses; None = no DeepSpeed
+    zero: Optional[ZeroPlan] = None
+    #: the node this launch runs on (launch.sh runs that node's command; any node's by argument)
+    node_rank: int = 0
     cluster: str = "local"
     #: env whose values the shell expands on each node at run time (node rank, master address from Slurm)
     node_env: Mapping[str, str] = field(default_factory=dict)
@@ -82,16 +89,25 @@ class LaunchPlan:
             f"# batch: {self.batch.describe()}",
             "# ranks (rank: node/local_rank device): "
             + ", ".join(f"{r.rank}: {r.node}/{r.local_rank} {r.device}" for r in self.ranks),
+            *(f"# {line}" for line in (self.zero.describe() if self.zero else ())),
             "set -euo pipefail",
             f"cd {shlex.quote(cwd)}",
         ]
+        if len(self.commands) == 1:
+            return "\n".join(lines + self._node_lines(self.commands[0])) + "\n"
+        # One script for every node: `bash launch.sh NODE_RANK`; without an argument, this launch's node.
+        lines.append(f'case "${{1:-{self.node_rank}}}" in')
         for cmd in self.commands:
-            if len(self.commands) > 1:
-                lines.append(f"# node {cmd.node}")
-            lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(cmd.env.items())]
-            lines += [f'export {k}="{v}"' for k, v in sorted(self.node_env.items())]
-            lines.append("exec " + shlex.join(cmd.argv))
+            lines.append(f"  {cmd.node})")
+            lines += [f"    {line}" for line in self._node_lines(cmd)]
+            lines.append("    ;;")
+        lines += ['  *) echo "launch.sh: no node $1 in this plan" >&2; exit 2;;', "esac"]
         return "\n".join(lines) + "\n"
+
+    def _node_lines(self, cmd: NodeCommand) -> list[str]:
+        return [*(f"export {k}={shlex.quote(v)}" for k, v in sorted(cmd.env.items())),
+                *(f'export {k}="{v}"' for k, v in sorted(self.node_env.items())),  # expanded on the node
+                "exec " + shlex.join(cmd.argv)]
 
 
 def plan_batch(cfg: Any) -> BatchPlan:
@@ -106,8 +122,9 @@ def plan_batch(cfg: Any) -> BatchPlan:
 
 def pick_backend(cfg: Any) -> str:
     if cfg.backend.name != BackendType.auto:
-        return cfg.backend.name.value
-    return "single" if cfg.gpus * cfg.nodes == 1 else "torchrun"
+        return BackendType(cfg.backend.name).value
+    # DeepSpeed needs torch.distributed set up by a launcher, even for one process.
+    return "single" if cfg.gpus * cfg.nodes == 1 and cfg.zero.name == "none" else "torchrun"
 
 
 def threads_per_rank(cfg: Any, facts: Facts, nproc: int) -> dict[str, str]:
@@ -122,6 +139,8 @@ def threads_per_rank(cfg: Any, facts: Facts, nproc: int) -> dict[str, str]:
 
 def worker_env(cfg: Any, facts: Facts, run_dir: str, nproc: int) -> dict[str, str]:
     env = {**threads_per_rank(cfg, facts, nproc), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    if cfg.device == Device.cpu and (cfg.zero.name != "none" or cfg.backend.name == BackendType.deepspeed):
+        env["DS_ACCELERATOR"] = "cpu"  # else DeepSpeed picks CUDA wherever a GPU is visible
     report_to = list(cfg.logger.report_to)
     if "tensorboard" in report_to:
         env["TENSORBOARD_LOGGING_DIR"] = f"{run_dir}/tensorboard"
@@ -141,26 +160,55 @@ def build_plan(cfg: Any, facts: Facts, run_dir: str) -> LaunchPlan:
         Rank(rank=n * nproc + i, node=n, local_rank=i, device=f"cuda:{i}" if device == Device.cuda else "cpu")
         for n in range(cfg.nodes) for i in range(nproc)
     )
-    slurm = cfg.cluster.name == ClusterType.slurm
-    worker = ["-m", WORKER_MODULE, run_dir]
-    node_env: dict[str, str] = {}
-    if backend == "single":
-        argv = (facts.python, *worker)
-    elif slurm:  # static rendezvous on the allocation's first host; nnodes and node rank from Slurm
-        argv = (facts.python, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--max-restarts=0",
-                *worker)
-        node_env = dict(SLURM_RENDEZVOUS)
-    else:
-        argv = (facts.python, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-                f"--nproc-per-node={nproc}", "--max-restarts=0", *worker)
     env = worker_env(cfg, facts, run_dir, nproc)
-    if slurm and "OMP_NUM_THREADS" not in env:
-        node_env["OMP_NUM_THREADS"] = f"$(( SLURM_CPUS_ON_NODE / {nproc} > 1 ? SLURM_CPUS_ON_NODE / {nproc} : 1 ))"
-    commands = (NodeCommand(node=0, argv=argv, env=env),)
+    node_env: dict[str, str] = {}
+    if cfg.cluster.name == ClusterType.slurm:
+        argvs, node_env = slurm_node_command(facts, backend, nproc, run_dir, env)
+    else:
+        argvs = node_argvs(cfg, facts, backend, nproc, run_dir)
+    commands = tuple(NodeCommand(node=n, argv=argv, env=env) for n, argv in enumerate(argvs))
 
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     config["output_dir"] = run_dir
     config["train"]["gradient_accumulation_steps"] = batch.gradient_accumulation_steps
     return LaunchPlan(run_dir=run_dir, backend=backend, nodes=cfg.nodes, nproc_per_node=nproc, world_size=world,
                       batch=batch, ranks=ranks, commands=commands, config=config, cluster=cfg.cluster.name.value,
-                      node_env=node_env)
+                      node_env=node_env, zero=plan_zero(cfg, facts, nproc), node_rank=cfg.node_rank)
+
+
+def slurm_node_command(facts: Facts, backend: str, nproc: int, run_dir: str, env: Mapping[str, str]
+                       ) -> tuple[list[tuple[str, ...]], dict[str, str]]:
+    """On Slurm every node runs the same launch.sh (srun starts it): one torchrun per node with a static
+    rendezvous on the allocation's first host; node count, node rank and cores come from Slurm at run time."""
+    node_env = {} if "OMP_NUM_THREADS" in env else \
+        {"OMP_NUM_THREADS": f"$(( SLURM_CPUS_ON_NODE / {nproc} > 1 ? SLURM_CPUS_ON_NODE / {nproc} : 1 ))"}
+    if backend == "single":
+        return [(facts.python, "-m", WORKER_MODULE, run_dir)], node_env
+    return [(facts.python, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--max-restarts=0",
+             "-m", WORKER_MODULE, run_dir)], {**SLURM_RENDEZVOUS, **node_env}
+
+
+def node_argvs(cfg: Any, facts: Facts, backend: str, nproc: int, run_dir: str) -> list[tuple[str, ...]]:
+    """The command each node runs, node 0 first."""
+    py, worker = facts.python, ("-m", WORKER_MODULE, run_dir)
+    nodes, port = range(cfg.nodes), cfg.master_port or DEFAULT_MASTER_PORT
+    if backend == "single":
+        return [(py, *worker)]
+    if backend == "torchrun":
+        common = (f"--nproc-per-node={nproc}", "--max-restarts=0", *worker)
+        if cfg.nodes == 1:
+            return [(py, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", *common)]
+        return [(py, "-m", "torch.distributed.run", f"--nnodes={cfg.nodes}", f"--node-rank={n}",
+                 f"--master-addr={cfg.master_addr}", f"--master-port={port}", *common) for n in nodes]
+    # deepspeed: --no_local_rank, else it appends --local_rank=N to the worker's argv; --module runs it as -m.
+    runner, tail = (py, "-m", "deepspeed.launcher.runner"), ("--no_local_rank", "--module", WORKER_MODULE, run_dir)
+    if cfg.nodes == 1:
+        visible = [d.strip() for d in (facts.cuda_visible_devices or "").split(",") if d.strip()]
+        # Without --include the runner would renumber GPUs from 0 and ignore CUDA_VISIBLE_DEVICES.
+        slots = f"--include=localhost:{','.join(visible[:nproc])}" if cfg.device == Device.cuda and visible \
+            else f"--num_gpus={nproc}"
+        return [(*runner, slots, f"--master_port={cfg.master_port or facts.free_port}", *tail)]
+    # Each node starts its own ranks (--no_ssh): no pdsh or passwordless ssh, and the same model as torchrun.
+    addr = cfg.master_addr or facts.hostfile.hosts[0][0]
+    return [(*runner, f"--hostfile={cfg.hostfile}", f"--num_nodes={cfg.nodes}", f"--num_gpus={nproc}", "--no_ssh",
+             f"--node_rank={n}", f"--master_addr={addr}", f"--master_port={port}", *tail) for n in nodes]

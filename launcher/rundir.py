@@ -1,17 +1,19 @@
 """The run directory: one object owns every path in it (the record of a run).
 
     config.yaml  overrides.yaml  plan.json  launch.sh  env.json  data.json  logs/rank{N}.log  metrics.jsonl
+    ds_config.auto.json (ZeRO: what the worker hands the Trainer)  ds_config.json (what DeepSpeed received)
     tensorboard/  wandb/  checkpoints/checkpoint-N/  final/  summary.json
     sbatch.sh  slurm/{job_ids, %j.out, attempts.log, exit_code}          (cluster=slurm)
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
@@ -39,6 +41,16 @@ class RunDir:
     @property
     def env(self) -> Path:
         return self.root / "env.json"
+
+    @property
+    def ds_config_auto(self) -> Path:
+        """The planned DeepSpeed config, "auto" values left for transformers to fill from config.yaml."""
+        return self.root / "ds_config.auto.json"
+
+    @property
+    def ds_config(self) -> Path:
+        """The resolved DeepSpeed config, exactly as the engine received it (written by rank 0)."""
+        return self.root / "ds_config.json"
 
     @property
     def logs(self) -> Path:
@@ -98,13 +110,23 @@ def clear_run_dir(run: RunDir) -> None:
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
+def _write(path: Path, text: str) -> None:
+    # Whole or not at all: on shared storage every node of a multi-node launch writes the same files while
+    # the ranks of another may already be reading them.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_run_dir(run: RunDir, *, config: Mapping[str, Any], overrides: Sequence[str], plan: Mapping[str, Any],
-                  launch_sh: str, env: Mapping[str, Any]) -> None:
+                  launch_sh: str, env: Mapping[str, Any], ds_config: Optional[Mapping[str, Any]] = None) -> None:
     """Everything a worker (or a person) needs, written before any process starts."""
     run.logs.mkdir(parents=True, exist_ok=True)
-    run.config.write_text(yaml.safe_dump(dict(config), sort_keys=False))
-    run.overrides.write_text(yaml.safe_dump(list(overrides)))
-    run.plan.write_text(json.dumps(plan, indent=2) + "\n")
-    run.launch_sh.write_text(launch_sh)
+    _write(run.config, yaml.safe_dump(dict(config), sort_keys=False))
+    _write(run.overrides, yaml.safe_dump(list(overrides)))
+    _write(run.plan, json.dumps(plan, indent=2) + "\n")
+    if ds_config is not None:
+        _write(run.ds_config_auto, json.dumps(ds_config, indent=2) + "\n")
+    _write(run.launch_sh, launch_sh)
     run.launch_sh.chmod(0o755)
-    run.env.write_text(json.dumps(env, indent=2) + "\n")
+    _write(run.env, json.dumps(env, indent=2) + "\n")

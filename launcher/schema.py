@@ -69,6 +69,7 @@ class BackendType(str, Enum):
     auto = "auto"
     single = "single"
     torchrun = "torchrun"
+    deepspeed = "deepspeed"
 
 
 class ClusterType(str, Enum):
@@ -91,6 +92,11 @@ class ModelConfig:
     rope_scaling: Optional[RopeScaling] = None
     #: None = ceil(data.cutoff_len / the model's max_position_embeddings)
     rope_factor: Optional[float] = None
+    #: parameter count, for DeepSpeed's memory estimate when the weights are not local (a local directory's
+    #: safetensors headers give it exactly)
+    num_params: Optional[int] = None
+    #: parameters of the largest single module (usually the embedding), for the ZeRO-3 estimate
+    largest_layer_params: Optional[int] = None
 
 
 @dataclass
@@ -191,6 +197,14 @@ class BackendConfig:
 
 
 @dataclass
+class ZeroConfig:
+    #: none (plain DDP), 0, 2, 2_offload, 3, 3_offload, custom (the conf/zero/ option picked)
+    name: str = "none"
+    #: a DeepSpeed JSON config; its "auto" values are filled from train.* by transformers' Trainer
+    config: Optional[str] = None
+
+
+@dataclass
 class ClusterConfig:
     """Where the run happens. The Slurm keys are sbatch's own option names (unused by cluster=local)."""
 
@@ -274,6 +288,7 @@ class LaunchConfig:
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    zero: ZeroConfig = field(default_factory=ZeroConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -283,6 +298,14 @@ class LaunchConfig:
     #: processes (GPUs) per node
     gpus: int = 1
     nodes: int = 1
+    #: multi-node without a cluster: this node's rank in [0, nodes) (torchrun's --node-rank)
+    node_rank: int = 0
+    #: multi-node without a cluster: address of node 0 (torchrun); backend=deepspeed takes the hostfile's first host
+    master_addr: Optional[str] = None
+    #: rendezvous port; default a free port on one node, 29500 across nodes
+    master_port: Optional[int] = None
+    #: backend=deepspeed across nodes: a DeepSpeed hostfile (`HOST slots=N` per line)
+    hostfile: Optional[str] = None
     device: Device = Device.cuda
     #: print the plan as shell and exit 0, starting nothing
     dry_run: bool = False

@@ -14,10 +14,12 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError
 from omegaconf.errors import ValidationError as OmegaConfValidationError
 
+from launcher import zero
 from launcher.data.formats import STAGE_KINDS, RowError, convert
 from launcher.data.registry import DataError, DatasetAttr, dataset_names, detect, resolve, split_floats
 from launcher.data.templates import TEMPLATE_NAMES
 from launcher.facts import DataFileFacts, Facts
+from launcher.plan import pick_backend, plan_batch
 from launcher.schema import (AdapterType, Attention, BackendType, ClusterType, Device, LaunchConfig, MixStrategy,
                              Precision, schema_fields, split_list)
 
@@ -53,6 +55,7 @@ def validate(cfg: Any, facts: Facts) -> list[Problem]:
         *_check_schema(cfg),
         *_check_topology(cfg, facts),
         *_check_precision(cfg, facts),
+        *_check_zero(cfg, facts),
         *_check_model(cfg, facts),
         *_check_adapter(cfg, facts),
         *_check_quantization(cfg, facts),
@@ -101,8 +104,9 @@ def _check_topology(cfg: Any, facts: Facts) -> Iterator[Problem]:
     if cfg.nodes < 1:
         yield Problem("nodes", cfg.nodes, "must be >= 1; use nodes=1 on one machine")
     elif cfg.nodes > 1 and cfg.cluster.name == ClusterType.local:
-        yield Problem("nodes", cfg.nodes, "a local launch runs on this machine only; use nodes=1 "
-                      "(multi-node runs go through a cluster, e.g. cluster=slurm)")
+        yield from _check_local_nodes(cfg, facts)
+    elif cfg.nodes == 1 and cfg.node_rank != 0:
+        yield Problem("node_rank", cfg.node_rank, "must be 0 with nodes=1")
     if cfg.backend.name == BackendType.single and cfg.gpus * cfg.nodes > 1:
         yield Problem("backend", cfg.backend.name, f"runs one process but gpus={cfg.gpus} x nodes={cfg.nodes} "
                       "asks for more; use backend=torchrun (or auto), or gpus=1")
@@ -114,6 +118,39 @@ def _check_topology(cfg: Any, facts: Facts) -> Iterator[Problem]:
         else:
             yield Problem("gpus", cfg.gpus, f"{where}; use gpus<={facts.visible_gpus}"
                           + (", or device=cpu to run gloo ranks on the CPU" if facts.visible_gpus == 0 else ""))
+
+
+def _check_local_nodes(cfg: Any, facts: Facts) -> Iterator[Problem]:
+    """Several nodes without a cluster: the same `launch` runs on each node with its node_rank."""
+    if not 0 <= cfg.node_rank < cfg.nodes:
+        yield Problem("node_rank", cfg.node_rank, f"must be in [0, {cfg.nodes}): this node's rank (node 0 hosts "
+                      "the rendezvous); run the same launch on each node with node_rank=0, 1, ...")
+    if pick_backend(cfg) != BackendType.deepspeed.value:
+        if cfg.hostfile:
+            yield Problem("hostfile", cfg.hostfile, "is read by the deepspeed launcher only; use backend=deepspeed, "
+                          "or give torchrun node 0's address with master_addr=HOST")
+        if not cfg.master_addr:
+            yield Problem("master_addr", cfg.master_addr, f"nodes={cfg.nodes} without a cluster needs node 0's "
+                          "address: run `launch ... master_addr=NODE0 node_rank=I` on each node (torchrun), or use "
+                          "backend=deepspeed hostfile=PATH, or a cluster (cluster=slurm)")
+        return
+    h = facts.hostfile
+    if not cfg.hostfile:
+        yield Problem("hostfile", None, f"backend=deepspeed across nodes={cfg.nodes} needs a DeepSpeed hostfile "
+                      "(one `HOST slots=N` line per node): hostfile=PATH")
+    elif h is None or not h.exists:
+        yield Problem("hostfile", cfg.hostfile, "no such file; write one `HOST slots=N` line per node")
+    elif h.error:
+        yield Problem("hostfile", cfg.hostfile, f"{h.error}; fix the file")
+    elif len(h.hosts) < cfg.nodes:
+        yield Problem("nodes", cfg.nodes, f"{cfg.hostfile} lists {len(h.hosts)} host(s); add hosts to it or use "
+                      f"nodes={len(h.hosts)}")
+    else:
+        for host, slots in h.hosts[:cfg.nodes]:
+            if slots < cfg.gpus:
+                yield Problem("gpus", cfg.gpus, f"{cfg.hostfile} gives {host} {slots} slot(s); use gpus<={slots} or "
+                              "raise its slots")
+
 
 
 def _pre_ampere(facts: Facts) -> list[str]:
@@ -131,6 +168,83 @@ def _check_precision(cfg: Any, facts: Facts) -> Iterator[Problem]:
     if p in (Precision.bf16, Precision.pure_bf16) and old:
         yield Problem("precision", p, f"{old[0]} has no bf16 (it needs compute capability >= 8.0, Ampere or "
                       "newer); use precision=fp16 (mixed, with loss scaling) or precision=auto, which picks it")
+
+
+def _check_zero(cfg: Any, facts: Facts) -> Iterator[Problem]:
+    z = cfg.zero
+    if z.name == "none":
+        if cfg.backend.name == BackendType.deepspeed:
+            yield Problem("backend", cfg.backend.name, "the deepspeed launcher runs a ZeRO config: pick zero=0|2|"
+                          "2_offload|3|3_offload (or zero=custom zero.config=PATH), or backend=torchrun for plain DDP")
+        return
+    if cfg.backend.name == BackendType.single:
+        yield Problem("backend", cfg.backend.name, f"zero={z.name} needs torch.distributed set up by a launcher; use "
+                      "backend=torchrun or backend=deepspeed (either runs gpus=1 too), or zero=none")
+    if facts.deepspeed_version is None:
+        yield Problem("zero", z.name, "deepspeed is not installed; `pip install deepspeed`, or zero=none")
+    if not z.config:
+        yield Problem("zero.config", z.config, "name your DeepSpeed JSON: zero=custom zero.config=PATH")
+        return
+    f = facts.ds_configs.get(z.config)
+    if f is None or not f.exists:
+        yield Problem("zero.config", z.config, "no such file; give a DeepSpeed JSON config (see ds_configs/)")
+        return
+    if f.error or not isinstance(f.content, dict):
+        yield Problem("zero.config", z.config, f"{f.error or 'expected a JSON object'}; fix the file")
+        return
+    ds = f.content
+    if zero.stage(ds) not in (0, 1, 2, 3):
+        yield Problem("zero.config", z.config, f"zero_optimization.stage={zero.stage(ds)}; use 0, 1, 2 or 3")
+    for what in ("optimizer", "param"):
+        if zero.offload_device(ds, what) not in ("none", "cpu", "nvme"):
+            yield Problem("zero.config", z.config, f"zero_optimization.offload_{what}.device="
+                          f"{zero.offload_device(ds, what)}; use cpu, nvme or none")
+    yield from _check_ds_values(cfg, z.config, ds)
+    yield from _check_offload(cfg, facts, ds)
+
+
+def _check_ds_values(cfg: Any, path: str, ds: dict) -> Iterator[Problem]:
+    """What transformers would reject after loading the model, said before anything starts."""
+    t, world = cfg.train, cfg.gpus * cfg.nodes
+    if cfg.global_batch_size is not None and (world < 1 or t.per_device_train_batch_size < 1
+                                              or cfg.global_batch_size % (t.per_device_train_batch_size * world)):
+        return  # the batch problem is reported on its own
+    batch = plan_batch(cfg)
+    expected = zero.expected_values(cfg, batch.gradient_accumulation_steps, batch.global_batch_size)
+    for ds_key, have, want in zero.mismatches(ds, expected):
+        yield Problem("zero.config", path, f"{ds_key}={have} disagrees with {want.describe()}; write \"auto\" "
+                      f"there (it is then filled from the launch config), or change {want.key}")
+    for key in zero.unfillable_autos(ds, expected):
+        yield Problem("zero.config", path, f"{key}=\"auto\" is not a value transformers fills in; write a value")
+    if zero.resolved_precision(cfg) is None:
+        flags = (zero.get(ds, "fp16.enabled"), zero.get(ds, "bf16.enabled"))
+        if any(isinstance(v, bool) for v in flags):
+            want = next((p for p, f in zero.PRECISION_FLAGS.items() if f == tuple(bool(v) for v in flags)), None)
+            yield Problem("precision", cfg.precision.name, f"is decided on the GPU, but {path} fixes fp16.enabled="
+                          f"{flags[0]}, bf16.enabled={flags[1]}; set " + (f"precision={want}, or " if want else "")
+                          + "write \"auto\" for both in the ds config")
+
+
+def _check_offload(cfg: Any, facts: Facts, ds: dict) -> Iterator[Problem]:
+    if zero.offload_device(ds, "optimizer") == "none" and zero.offload_device(ds, "param") == "none":
+        return
+    forced = ds.get("zero_force_ds_cpu_optimizer")
+    if forced is True and not facts.cxx_toolchain and "optimizer" not in ds:
+        yield Problem("zero.config", cfg.zero.config, "zero_force_ds_cpu_optimizer=true needs DeepSpeedCPUAdam, which "
+                      "needs a C++ compiler and ninja to build here; install them, or set it to false")
+    if zero.uses_cpu_adam(ds, facts) and cfg.train.optim not in zero.CPU_ADAM_OPTIMS:
+        yield Problem("train.optim", cfg.train.optim, "under optimizer offload accelerate swaps the optimizer for "
+                      f"DeepSpeedCPUAdam; use train.optim={zero.CPU_ADAM_OPTIMS[0]}, or set "
+                      "zero_force_ds_cpu_optimizer: false in the ds config to step it on the CPU")
+    est = zero.estimate(ds, zero.model_size(cfg, facts), cfg.gpus, cfg.nodes)
+    # DeepSpeed's estimate counts optimizer states for every parameter: only full fine-tuning is bound by it.
+    if cfg.adapter.name != AdapterType.full or est is None or not facts.host_memory_total:
+        return
+    if est.cpu_bytes_per_node > facts.host_memory_total:
+        yield Problem("zero", cfg.zero.name, f"offload needs about {est.cpu_bytes_per_node / zero.GIB:.1f} GiB of host "
+                      f"memory per node for {est.total_params / 1e9:.2f}B params (DeepSpeed's {est.function}) but "
+                      f"{facts.hostname} has {facts.host_memory_total / zero.GIB:.1f} GiB; use more nodes, a smaller "
+                      "model, adapter=lora, or keep the states on the GPUs (zero=3)", error=not cfg.dry_run)
 
 
 def _check_model(cfg: Any, facts: Facts) -> Iterator[Problem]:
@@ -461,6 +575,9 @@ def _check_slurm(cfg: Any, facts: Facts) -> Iterator[Problem]:
     c = cfg.cluster
     if c.name != ClusterType.slurm:
         return
+    if cfg.backend.name == BackendType.deepspeed:
+        yield Problem("backend", "deepspeed", "on Slurm, srun starts one torchrun per node and ZeRO runs through the "
+                      "transformers integration: use backend=auto (or torchrun) with zero=...")
     if not facts.sbatch and not cfg.dry_run:
         yield Problem("cluster", "slurm", "sbatch is not on PATH here; submit from a Slurm login node, use "
                       "dry_run=true to see the script, or cluster=local")

@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny model, built once and locally by the project's own script; a temp data cache."""
+"""Shared fixtures: the tiny model, built once and locally by the project's own script; a temp data cache;
+DeepSpeed's CPU ops."""
 from __future__ import annotations
 
 import os
@@ -30,3 +31,14 @@ def data_cache(tmp_path_factory) -> Path:
         os.environ.pop("LAUNCHER_DATA_CACHE", None)
     else:
         os.environ["LAUNCHER_DATA_CACHE"] = before
+
+
+@pytest.fixture(scope="session")
+def deepspeed_ops() -> None:
+    """DeepSpeed JIT-builds its CPU ops on first use (shm collectives ~45 s, CPU Adam ~60 s on 2 cores) into
+    ~/.cache/torch_extensions: build them once here, so no training test's timing depends on it."""
+    code = ("from deepspeed.accelerator import get_accelerator\n"
+            "for op in ('ShareMemCommBuilder', 'CPUAdamBuilder'):\n"
+            "    get_accelerator().create_op_builder(op).load()\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=900, capture_output=True,
+                   env={**os.environ, "DS_ACCELERATOR": "cpu"})

@@ -9,9 +9,10 @@ from pathlib import Path
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
-import launcher.cli  # noqa: F401  (registers the schema and the project_root resolver)
+from launcher.cli import quote_numeric_choices  # also registers the schema and the project_root resolver
 from launcher import PROJECT_ROOT
-from launcher.facts import Facts, RunDirFacts, gather_data_facts
+from launcher.facts import Facts, RunDirFacts, gather_data_facts, read_hostfile, read_json_file
+from launcher.zero import GIB
 
 TINY_MODEL = PROJECT_ROOT / "assets" / "tiny_llama"
 DEMO_DATA = PROJECT_ROOT / "data" / "demo" / "alpaca_demo.json"
@@ -19,14 +20,18 @@ DEMO_DATA = PROJECT_ROOT / "data" / "demo" / "alpaca_demo.json"
 
 def compose(*overrides: str):
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="launch", overrides=list(overrides))
+        return hydra_compose(config_name="launch", overrides=quote_numeric_choices(overrides))
 
 
 def facts(cfg=None, **kw) -> Facts:
-    """Facts of a healthy machine for cfg (its datasets resolved and scanned for real), changed by kw."""
+    """Facts of a healthy machine for cfg (its datasets, ds config and hostfile read for real), changed by kw."""
     data = gather_data_facts(cfg.data.dataset, cfg.data.dataset_dir) if cfg is not None else None
+    ds = {cfg.zero.config: read_json_file(cfg.zero.config)} if cfg is not None and cfg.zero.config else {}
+    hostfile = read_hostfile(cfg.hostfile) if cfg is not None and cfg.hostfile else None
     base = dict(python="/usr/bin/python3", hostname="testhost", cpu_count=8, visible_gpus=8, paths={},
-                output_dir=RunDirFacts(), **({"data": data} if data else {}))
+                output_dir=RunDirFacts(), ds_configs=ds, hostfile=hostfile,
+                host_memory_total=64 * GIB, host_memory_available=48 * GIB, free_port=41000,
+                deepspeed_version="0.19.8", cxx_toolchain=True, **({"data": data} if data else {}))
     base.update(kw)
     return Facts(**base)
 
@@ -40,3 +45,16 @@ def run_module(module: str, *args: str, cwd: Path | None = None, timeout: float 
     """`python -m MODULE ARGS` (launch-export, launch-chat) as a user would run it."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def processes_mentioning(needle: str) -> list[int]:
+    """Live processes whose command line contains needle (e.g. a run dir)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if needle in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids

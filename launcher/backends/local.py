@@ -1,11 +1,12 @@
-"""Run a plan on this machine: `bash launch.sh` (one process, or torchrun which starts the ranks).
+"""Run a plan on this machine: `bash launch.sh NODE_RANK` (one process, torchrun or the deepspeed launcher).
 
 Running the written launch.sh, not a rebuilt command, keeps "what ran" and "what is recorded" the same.
-SIGINT/SIGTERM/SIGHUP are forwarded to the child (torchrun then stops every rank), and the exit code is
-the child's (torchrun's is non-zero when any rank fails).
+SIGINT/SIGTERM/SIGHUP are forwarded to the launch's process group (launcher and ranks), and the exit code
+is the launcher's (non-zero when any rank fails).
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -16,14 +17,16 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GRACE_S = 60.0
 
 
-def execute(launch_sh: Path) -> int:
+def execute(launch_sh: Path, *args: str) -> int:
     # A new session: a terminal's Ctrl-C reaches launch only, and launch decides how the ranks stop.
-    child = subprocess.Popen(["bash", str(launch_sh)], start_new_session=True)
+    child = subprocess.Popen(["bash", str(launch_sh), *args], start_new_session=True)
     stopping: list[int] = []
 
     def forward(signum, _frame):
         if not stopping and child.poll() is None:
-            child.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
+            # The whole process group: the deepspeed runner does not forward signals to its launcher and
+            # ranks (torchrun does; its ranks then get the signal twice, which stops them the same way).
+            os.killpg(child.pid, signal.SIGTERM if signum == signal.SIGHUP else signum)
         stopping.append(signum)
 
     previous = {s: signal.signal(s, forward) for s in FORWARDED}
@@ -33,7 +36,7 @@ def execute(launch_sh: Path) -> int:
             if stopping and deadline is None:
                 deadline = time.monotonic() + GRACE_S
             if deadline is not None and time.monotonic() > deadline:
-                child.kill()  # ranks die with it: the worker asks for SIGTERM on its parent's death
+                os.killpg(child.pid, signal.SIGKILL)
             time.sleep(0.2)
     finally:
         for s, handler in previous.items():

@@ -1,8 +1,10 @@
-"""Rank-0 metrics: one JSON line per log step (step, loss, lr, epoch, tokens/s) and per evaluation
-(step, epoch, eval_loss)."""
+"""Trainer callbacks of the worker: rank-0 metrics (one JSON line per log step and per evaluation), each
+rank's peak memory, and the resolved ds config."""
 from __future__ import annotations
 
+import ctypes
 import json
+import re
 import time
 from pathlib import Path
 
@@ -38,3 +40,47 @@ class MetricsCallback(TrainerCallback):
     def _write(self, row: dict) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+class SaveResolvedDsConfig(TrainerCallback):
+    """Rank 0 writes the DeepSpeed config the engine received: transformers and accelerate have filled
+    every "auto" by the time training begins."""
+
+    def __init__(self, path: Path, trainer):
+        self.path = path
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.path.write_text(json.dumps(self.trainer.deepspeed.config, indent=2, default=str) + "\n")
+
+
+class PeakMemory(TrainerCallback):
+    """This rank's peak memory while training, after the engine is set up (not the load and sharding
+    transients): the accelerator's max_memory_allocated on GPU, the resident-set high-water mark on CPU."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.kind = {"cuda": "torch.cuda.max_memory_allocated while training",
+                     "cpu": "resident set high-water mark (VmHWM) while training"}[device]
+        self.peak_mb: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            # Freed setup buffers stay resident in malloc's arenas until trimmed; then reset VmHWM (Linux) to
+            # the resident set of what training holds.
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            Path("/proc/self/clear_refs").write_text("5")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.device == "cuda":
+            import torch
+
+            self.peak_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        else:
+            status = Path("/proc/self/status").read_text()
+            self.peak_mb = round(int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024, 1)

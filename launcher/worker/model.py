@@ -128,8 +128,9 @@ def load_trained(cfg: Any, final_dir: Path, dtype: str, quantize: bool = False):
 
 
 def count_parameters(model) -> tuple[int, int]:
-    # peft counts a 4-bit parameter as the two weights it packs
+    # peft counts a 4-bit parameter as the two weights it packs, and a ZeRO-3 partition by its ds_numel
     if hasattr(model, "get_nb_trainable_parameters"):
         return model.get_nb_trainable_parameters()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
+    # Under ZeRO-3 a rank holds a partition: ds_numel is the full parameter's size.
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+    return sum(n for n, trains in sizes if trains), sum(n for n, _ in sizes)

@@ -20,6 +20,17 @@ from launcher.worker.ranklog import rank_from_env, setup_rank_logging
 log = logging.getLogger("launcher.worker")
 
 
+def gather(value) -> list:
+    """value from every rank, in rank order (just this one's when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
 class Worker:
     def __init__(self, run_dir: str):
         self.run = RunDir(Path(run_dir).resolve())
@@ -40,6 +51,16 @@ class Worker:
                  self.run.root)
         set_seed(cfg.seed)
         self.precision = resolve_precision(cfg.precision.name.value, cfg.device.value)
+        # Before the model: with a ZeRO-3 ds config, TrainingArguments makes from_pretrained load each
+        # rank's partition only (deepspeed.zero.Init) instead of the whole model on every rank.
+        self.args = self.training_args()
+        log.info("device %s", self.args.device)  # sets up torch.distributed (accelerate's PartialState)
+        if cfg.zero.name != "none":
+            import deepspeed
+
+            # zero.Init asks deepspeed.comm for the world size; on CPU accelerate set up torch.distributed
+            # only, and deepspeed.comm would report a world of 1 (this wraps the existing process group).
+            deepspeed.init_distributed()
         self.tokenizer = load_tokenizer(cfg)
         self.data = self.prepare_data()
         self.model = load_model(cfg, self.precision, self.local_rank)
@@ -89,6 +110,8 @@ class Worker:
             disable_tqdm=True, save_only_model=False,
             # A stream is sharded per rank; dispatching would concatenate batches of unequal widths.
             accelerator_config={"dispatch_batches": False} if cfg.data.streaming else None,
+            # the planned ds config; transformers fills its "auto" values from the arguments above
+            deepspeed=json.loads(self.run.ds_config_auto.read_text()) if cfg.zero.name != "none" else None,
         )
 
     def train(self) -> None:
@@ -96,21 +119,23 @@ class Worker:
         from transformers.trainer_utils import get_last_checkpoint
 
         from launcher.data.collator import PaddingCollator
-        from launcher.worker.callbacks import MetricsCallback
+        from launcher.worker.callbacks import MetricsCallback, PeakMemory, SaveResolvedDsConfig
         from launcher.worker.preempt import PreemptionCallback
 
-        metrics = MetricsCallback(self.run.metrics)
-        callbacks = [metrics]
+        metrics, peak = MetricsCallback(self.run.metrics), PeakMemory(self.cfg.device.value)
+        callbacks = [metrics, peak]
         preempt = PreemptionCallback(os.environ["LAUNCHER_PREEMPT_FILE"]) \
             if os.environ.get("LAUNCHER_PREEMPT_FILE") else None
         if preempt:
             callbacks.append(preempt)
         # Eval rows keep no row_id: the rank log's "rows" lines list the rows trained on.
         evaluation = self.data.eval.remove_columns(["row_id"]) if self.data.eval is not None else None
-        trainer = Trainer(model=self.model, args=self.training_args(), train_dataset=self.data.train,
+        trainer = Trainer(model=self.model, args=self.args, train_dataset=self.data.train,
                           eval_dataset=evaluation,
                           data_collator=PaddingCollator(self.tokenizer.pad_token_id),
                           processing_class=self.tokenizer, callbacks=callbacks)
+        if trainer.is_deepspeed_enabled:
+            trainer.add_callback(SaveResolvedDsConfig(self.run.ds_config, trainer))
         # resume=true, or a job requeued by Slurm (LAUNCHER_RESUME from the batch script)
         wants_resume = self.cfg.resume or os.environ.get("LAUNCHER_RESUME") == "1"
         resume = get_last_checkpoint(str(self.run.checkpoints)) if wants_resume and self.run.checkpoints.is_dir() \
@@ -123,10 +148,13 @@ class Worker:
                         preempt.stopped_at)
             return
         eval_loss = self.final_eval_loss(trainer) if evaluation is not None else None
+        # Every rank: under ZeRO-3 the 16-bit weights are gathered from all of them
+        # (stage3_gather_16bit_weights_on_model_save), and rank 0 writes them.
         trainer.save_model(str(self.run.final))
+        memory = {"peak_memory_mb_per_rank": gather(peak.peak_mb), "peak_memory_kind": peak.kind}
         if trainer.is_world_process_zero():
             self.tokenizer.save_pretrained(str(self.run.final))
-            self.write_summary(trainer, result, metrics.history, resume, eval_loss)
+            self.write_summary(trainer, result, metrics.history, resume, eval_loss, memory)
 
     @staticmethod
     def final_eval_loss(trainer) -> float:
@@ -138,7 +166,7 @@ class Worker:
         return last["eval_loss"]
 
     def write_summary(self, trainer, result, history: list[dict], resumed_from: str | None,
-                      eval_loss: float | None) -> None:
+                      eval_loss: float | None, memory: dict) -> None:
         state = trainer.state
         runtime = result.metrics.get("train_runtime") or (time.time() - self.started)
         summary = {
@@ -155,6 +183,8 @@ class Worker:
             "tokens_per_s": round(state.num_input_tokens_seen / runtime, 1) if runtime else None,
             "wall_time_s": round(time.time() - self.started, 3),
             "trainable_params": self.trainable, "total_params": self.total,
+            "zero_stage": trainer.deepspeed.zero_optimization_stage() if trainer.is_deepspeed_enabled else None,
+            **memory,
             "resumed_from": resumed_from, "final_dir": str(self.run.final),
             "restart_count": int(os.environ.get("LAUNCHER_RESTART_COUNT", 0)),
             "data_cache": self.data.record.get("cache_path"), "non_pad_share": self.data.record.get("non_pad_share"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import run_launch
+from tests.support import processes_mentioning, run_launch
 
 pytestmark = pytest.mark.integration
 
@@ -119,18 +119,6 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_model):
     assert steps == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
-def _processes_mentioning(needle: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if needle in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(proc.name))
-            except OSError:
-                pass
-    return pids
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_launch_leaves_no_rank_behind(tmp_path, tiny_model, sig):
     run = tmp_path / "run"
@@ -146,12 +134,12 @@ def test_a_signal_to_launch_leaves_no_rank_behind(tmp_path, tiny_model, sig):
     else:
         proc.kill()
         pytest.fail("ranks did not start training within 120 s")
-    assert len(_processes_mentioning(str(run))) >= 3  # torchrun + 2 ranks
+    assert len(processes_mentioning(str(run))) >= 3  # torchrun + 2 ranks
     proc.send_signal(sig)
     rc = proc.wait(timeout=90)
     assert rc != 0
     deadline = time.monotonic() + 10
-    while _processes_mentioning(str(run)) and time.monotonic() < deadline:
+    while processes_mentioning(str(run)) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _processes_mentioning(str(run)) == []
+    assert processes_mentioning(str(run)) == []
     assert not (run / "summary.json").exists()

@@ -97,7 +97,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
 def test_help_lists_groups_and_examples(tmp_path):
     r = run_launch("--help", cwd=tmp_path)
     assert r.returncode == 0
-    for group in ("model:", "stage:", "adapter:", "precision:", "data:", "backend:", "cluster:", "logger:",
+    for group in ("model:", "stage:", "adapter:", "precision:", "data:", "backend:", "zero:", "cluster:", "logger:",
                   "recipe:"):
         assert group in r.stdout
     assert "launch recipe=tiny_sft_lora device=cpu gpus=2" in r.stdout

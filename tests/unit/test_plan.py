@@ -76,12 +76,13 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_compose_validate_plan_import_no_training_stack(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["zero=3_offload", "backend=deepspeed"]])
+def test_compose_validate_plan_import_no_training_stack(tmp_path, extra):
     """A dry run (and a Slurm submission from a login node) must not import torch/transformers."""
     code = (
         "import sys\n"
         "from launcher.cli import main\n"
-        "sys.argv = ['launch', 'recipe=llama2_sft_lora', 'gpus=4', 'dry_run=true']\n"
+        f"sys.argv = ['launch', 'recipe=llama2_sft_lora', 'gpus=4', 'dry_run=true', *{extra!r}]\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'peft', 'deepspeed', 'datasets') if m in sys.modules)\n"
         "print('HEAVY', heavy)\n"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher import PROJECT_ROOT
 from launcher.backends.slurm import options_for, parse_scontrol, sbatch_options, script_for
 from launcher.plan import build_plan
 from launcher.validate import slurm_time_seconds, validate
@@ -24,6 +25,7 @@ def plans(*overrides: str, run_dirs=("/runs/r0",)):
 
 
 def check_golden(name: str, text: str) -> None:
+    text = text.replace(str(PROJECT_ROOT), "$PROJECT_ROOT")  # the same golden file in any checkout
     path = GOLDEN / name
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(text)
@@ -116,10 +118,23 @@ def test_slurm_validation():
     assert "before the job starts" in errors("cluster.time=00:01:00", sbatch="x")["cluster.signal_time"].fix
 
 
-def test_multi_node_needs_a_cluster():
+def test_multi_node_needs_a_cluster_or_a_rendezvous():
     cfg = compose("recipe=tiny_sft_lora", "device=cpu", "nodes=2")
     (p,) = [p for p in validate(cfg, facts(cfg)) if p.error]
-    assert p.key == "nodes" and "cluster=slurm" in p.fix
+    assert p.key == "master_addr" and "cluster=slurm" in p.fix
+
+
+def test_deepspeed_launcher_is_refused_on_slurm():
+    cfg = compose("recipe=tiny_sft_lora", "device=cpu", "cluster=slurm", "backend=deepspeed", "zero='2'")
+    (p,) = [p for p in validate(cfg, facts(cfg, sbatch="/usr/bin/sbatch")) if p.error]
+    assert p.key == "backend" and "zero=" in p.fix
+
+
+def test_golden_zero3_on_slurm():
+    (plan,) = plans("recipe=llama2_sft_lora", "gpus=8", "nodes=2", "zero='3'", "cluster.partition=a100")
+    assert plan.zero is not None and plan.backend == "torchrun"
+    check_golden("sbatch_two_nodes_zero3.sh", script_for([plan], cwd="/work", output="/runs/r0/slurm/%j.out")
+                 + "# ---- launch.sh\n" + plan.to_shell(cwd="/work"))
 
 
 def test_login_node_without_gpus_can_submit_gpu_jobs():
