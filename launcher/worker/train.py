@@ -115,12 +115,12 @@ class Worker:
         )
 
     def train(self) -> None:
-        from transformers import Trainer
         from transformers.trainer_utils import get_last_checkpoint
 
         from launcher.data.collator import PaddingCollator
         from launcher.worker.callbacks import MetricsCallback, PeakMemory, SaveResolvedDsConfig
         from launcher.worker.preempt import PreemptionCallback
+        from launcher.worker.trainer import LauncherTrainer
 
         metrics, peak = MetricsCallback(self.run.metrics), PeakMemory(self.cfg.device.value)
         callbacks = [metrics, peak]
@@ -130,7 +130,7 @@ class Worker:
             callbacks.append(preempt)
         # Eval rows keep no row_id: the rank log's "rows" lines list the rows trained on.
         evaluation = self.data.eval.remove_columns(["row_id"]) if self.data.eval is not None else None
-        trainer = Trainer(model=self.model, args=self.args, train_dataset=self.data.train,
+        trainer = LauncherTrainer(model=self.model, args=self.args, train_dataset=self.data.train,
                           eval_dataset=evaluation,
                           data_collator=PaddingCollator(self.tokenizer.pad_token_id),
                           processing_class=self.tokenizer, callbacks=callbacks)

@@ -206,3 +206,17 @@ def test_a_signal_to_a_deepspeed_launch_leaves_no_rank_behind(tmp_path, tiny_mod
     while processes_mentioning(str(run)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert processes_mentioning(str(run)) == []
+
+
+def test_prefix_tuning_saves_under_zero3(tmp_path_factory, tiny_model, deepspeed_ops):
+    """peft runs the prefix encoder to save it; under ZeRO-3 that must not wait on the other rank's slice."""
+    from safetensors.torch import load_file
+
+    _, run = launch_in(tmp_path_factory, "prefix_zero3", "adapter=prefix", "adapter.prefix_projection=true",
+                       "zero=3", "train.max_steps=3", "train.save_steps=2")
+    assert (run / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    (prefix,) = load_file(run / "final" / "adapter_model.safetensors").values()
+    # pre_seq_len rows of (key, value) x 2 layers x 2 kv heads x 16: the encoder's whole output, not a slice
+    cfg = json.loads((run / "final" / "adapter_config.json").read_text())
+    assert prefix.shape == (cfg["num_virtual_tokens"], 2 * 2 * 2 * 16)
+    assert prefix.isfinite().all() and prefix.abs().sum() > 0

@@ -8,6 +8,7 @@ makes peft's prefix reach the model under the new name in both paths.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,25 @@ def load(model, adapter_dir: Path):
     from peft import PeftModel
 
     return use_cache_kwarg(PeftModel.from_pretrained(model, str(adapter_dir)))
+
+
+
+@contextlib.contextmanager
+def prefix_saveable(trainer):
+    """Under ZeRO-3 each rank holds a slice of the prefix encoder, and peft runs the encoder to save the prefix
+    on the saving rank only, which would wait forever on the others. So every rank computes the prefix here,
+    with the encoder gathered, and the save that follows (its own gathers included) uses that result."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not (trainer.is_deepspeed_enabled and trainer.deepspeed.zero_optimization_stage() == 3
+            and getattr(model, "prompt_encoder", None) is not None):
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.prompt_encoder.parameters()), modifier_rank=None):
+        prefix = {name: model.get_prompt_embedding_to_save(name).detach().clone() for name in model.peft_config}
+    model.get_prompt_embedding_to_save = lambda adapter_name: prefix[adapter_name]
+    try:
+        yield
+    finally:
+        del model.get_prompt_embedding_to_save  # back to the class's method
