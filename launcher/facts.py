@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+import yaml
+
 from launcher.data.registry import DataError, PathInfo, dataset_names, local_paths, probe_path, read_registry
+from launcher.rundir import RunDir, find_run_root
 from launcher.schema import split_list
 
 #: rows of a data file whose keys are kept for validation (bounded so huge files validate quickly)
@@ -64,6 +67,20 @@ class RunDirFacts:
 
 
 @dataclass(frozen=True)
+class RunRefFacts:
+    """An earlier run named by a later stage (adapter_name_or_path=RUN_DIR/final, reward_model=RUN_DIR, ...):
+    what its config.yaml says. run_dir None: the path is not in a run dir (a plain model or adapter dir)."""
+    exists: bool = False
+    run_dir: Optional[str] = None
+    stage: Optional[str] = None
+    adapter: Optional[str] = None
+    #: its model.model_name_or_path (resolved, as written in its config.yaml)
+    base_model: Optional[str] = None
+    #: its final/ is there (the run finished)
+    has_final: bool = False
+
+
+@dataclass(frozen=True)
 class Facts:
     python: str = sys.executable
     hostname: str = "localhost"
@@ -83,6 +100,8 @@ class Facts:
     model_config: Mapping[str, Any] = field(default_factory=dict)
     #: adapter_name_or_path entries -> peft_type of their adapter_config.json (None: no adapter there)
     adapters: Mapping[str, Optional[str]] = field(default_factory=dict)
+    #: paths naming earlier runs (adapter_name_or_path entries, stage.reward_model, stage.ref_model) -> their facts
+    runs: Mapping[str, RunRefFacts] = field(default_factory=dict)
 
 
 def is_local_path(name: str) -> bool:
@@ -242,6 +261,30 @@ def scan_run_dir(path: Optional[str]) -> RunDirFacts:
     )
 
 
+def scan_run_ref(path: str) -> RunRefFacts:
+    """A run dir (holding config.yaml) or a directory inside one (RUN_DIR/final, a checkpoint)."""
+    if not Path(path).expanduser().exists():
+        return RunRefFacts()
+    run = find_run_root(path)
+    if run is None:
+        return RunRefFacts(exists=True)
+    try:
+        config = yaml.safe_load(RunDir(run).config.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    section = lambda key: config.get(key) if isinstance(config.get(key), dict) else {}  # noqa: E731
+    return RunRefFacts(exists=True, run_dir=str(run), stage=section("stage").get("name"),
+                       adapter=section("adapter").get("name"), base_model=section("model").get("model_name_or_path"),
+                       has_final=RunDir(run).final.is_dir())
+
+
+def run_refs(cfg: Any) -> list[str]:
+    """The paths a config names that may be earlier runs."""
+    s = cfg.stage
+    return [*split_list(cfg.adapter.adapter_name_or_path),
+            *(p for p in (s.reward_model, s.ref_model) if p and is_local_path(str(p)))]
+
+
 def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
     env = os.environ if env is None else env
     model = str(cfg.model.model_name_or_path)
@@ -259,4 +302,5 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
         packages=package_versions(),
         model_config=read_model_config(model) if paths.get(model) else {},
         adapters={p: read_adapter_type(p) for p in split_list(cfg.adapter.adapter_name_or_path)},
+        runs={p: scan_run_ref(str(p)) for p in run_refs(cfg)},
     )

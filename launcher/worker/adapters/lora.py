@@ -22,6 +22,14 @@ def lora_kwargs(a: Any) -> dict[str, Any]:
             "use_rslora": bool(a.use_rslora), "use_dora": bool(a.use_dora)}
 
 
+def task_type(model) -> str:
+    """peft's task: a sequence classifier (stage=rm, a value model) trains and saves its new score head along
+    with the adapter; anything else is a causal LM."""
+    from peft import TaskType
+
+    return TaskType.SEQ_CLS if type(model).__name__.endswith("ForSequenceClassification") else TaskType.CAUSAL_LM
+
+
 def merge_earlier(model, a: Any) -> tuple[Any, Optional[str]]:
     """Merge adapter_name_or_path's adapters into the base in order, all but the last (all of them with
     create_new_adapter); returns the model and the adapter that trains on, if any."""
@@ -36,13 +44,13 @@ def merge_earlier(model, a: Any) -> tuple[Any, Optional[str]]:
 
 
 def attach(model, cfg: Any):
-    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     model, resume = merge_earlier(model, cfg.adapter)
     if resume:
         log.info("lora: continuing to train adapter %s (its rank and targets apply)", resume)
         return PeftModel.from_pretrained(model, resume, is_trainable=True)
-    model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, **lora_kwargs(cfg.adapter)))
+    model = get_peft_model(model, LoraConfig(task_type=task_type(model), **lora_kwargs(cfg.adapter)))
     targets = model.peft_config["default"].target_modules
     log.info("lora: %d target modules (%s)", len(targets), ",".join(sorted({t.rsplit(".", 1)[-1] for t in targets})))
     return model

@@ -1,0 +1,17 @@
+"""pt and sft: transformers' Trainer on rows the data pipeline tokenized (and packed), our padding collator."""
+from __future__ import annotations
+
+METRICS: tuple[str, ...] = ()
+
+
+def build(inputs):
+    from transformers import Trainer, TrainingArguments
+
+    from launcher.data.collator import PaddingCollator
+
+    data = inputs.data
+    # Eval rows keep no row_id: the rank log's "rows" lines list the rows trained on.
+    evaluation = data.eval.remove_columns(["row_id"]) if data.eval is not None else None
+    return Trainer(model=inputs.model, args=TrainingArguments(**inputs.args), train_dataset=data.train,
+                   eval_dataset=evaluation, data_collator=PaddingCollator(inputs.tokenizer.pad_token_id),
+                   processing_class=inputs.tokenizer, callbacks=inputs.callbacks)
