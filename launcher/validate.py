@@ -405,6 +405,10 @@ def _check_stage(cfg: Any, facts: Facts) -> Iterator[Problem]:
         yield Problem("adapter", a.name, f"prefix tuning (P-Tuning v2) trains with stage=pt or sft only; TRL's "
                       f"stage={stage} trainers and {'a sequence-classification head' if stage == 'rm' else 'generation'} "
                       "need a weight adapter: use adapter=lora (or qlora, freeze, full)")
+    if stage == "rm" and a.adapter_name_or_path and not a.create_new_adapter and a.name in PEFT_TYPES:
+        yield Problem("adapter.create_new_adapter", False, "stage=rm trains a new score head, which an adapter "
+                      "trained for generation lacks: set adapter.create_new_adapter=true (the adapter is merged "
+                      "into the base and a new one trains with the head)")
     if cfg.data.packing:
         yield Problem("data.packing", True, f"packing applies to stage=pt and sft; stage={stage} keeps each row "
                       "whole: set data.packing=false")

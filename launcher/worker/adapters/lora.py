@@ -33,12 +33,15 @@ def task_type(model) -> str:
 def merge_earlier(model, a: Any) -> tuple[Any, Optional[str]]:
     """Merge adapter_name_or_path's adapters into the base in order, all but the last (all of them with
     create_new_adapter); returns the model and the adapter that trains on, if any."""
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
 
     paths = split_list(a.adapter_name_or_path)
     merge, resume = (paths, None) if a.create_new_adapter or not paths else (paths[:-1], paths[-1])
     for path in merge:
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        # no task wrapper: an sft adapter merges into a reward model's (sequence classifier's) base as well
+        config = PeftConfig.from_pretrained(path)
+        config.task_type = None
+        model = PeftModel.from_pretrained(model, path, config=config).merge_and_unload()
         log.info("lora: merged adapter %s into the base", path)
     return model, resume
 
