@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import run_launch
+from tests.support import run_launch, run_module
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +136,17 @@ def test_rloo_sums_a_reward_function_and_an_rm_run(rloo):
     # TRL names a reward model after its base model
     assert {"rewards/match/mean", "rewards/tiny_llama/mean", "reward", "kl"} <= set(last)
     assert all(math.isfinite(r["reward"]) for r in rows(rloo))
+
+
+def test_a_dpo_run_chats_and_an_rm_run_exports_but_does_not_chat(dpo, rm, tmp_path):
+    r = run_module("launcher.chat", str(dpo), "--prompt", "Please explain how rain forms.", "--temperature", "0",
+                   "--max_new_tokens", "8")
+    assert r.returncode == 0 and r.stdout, r.stderr[-3000:]  # 8 tokens (the tiny model writes newlines)
+    r = run_module("launcher.chat", str(rm), "--prompt", "hi")
+    assert r.returncode == 2 and "is a reward model (stage=rm)" in r.stderr and "Traceback" not in r.stderr
+    r = run_module("launcher.export", str(rm), "--export_dir", str(tmp_path / "rm"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tmp_path / "rm")
+    assert config.architectures == ["LlamaForSequenceClassification"] and config.num_labels == 1
