@@ -78,6 +78,8 @@ class RunRefFacts:
     base_model: Optional[str] = None
     #: its final/ is there (the run finished)
     has_final: bool = False
+    #: its summary.json records the reward's statistics (an rm run; what ppo_score_norm standardises with)
+    reward_stats: bool = False
 
 
 @dataclass(frozen=True)
@@ -272,10 +274,15 @@ def scan_run_ref(path: str) -> RunRefFacts:
         config = yaml.safe_load(RunDir(run).config.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         config = {}
+    try:
+        summary = json.loads(RunDir(run).summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
     section = lambda key: config.get(key) if isinstance(config.get(key), dict) else {}  # noqa: E731
     return RunRefFacts(exists=True, run_dir=str(run), stage=section("stage").get("name"),
                        adapter=section("adapter").get("name"), base_model=section("model").get("model_name_or_path"),
-                       has_final=RunDir(run).final.is_dir())
+                       has_final=RunDir(run).final.is_dir(),
+                       reward_stats=isinstance(summary, dict) and "reward_std" in summary)
 
 
 def run_refs(cfg: Any) -> list[str]:

@@ -489,6 +489,11 @@ def _check_online(cfg: Any, facts: Facts, stage: str) -> Iterator[Problem]:
         yield Problem("stage.kl_coef", s.kl_coef, "must be >= 0 (0: no KL penalty), or null for TRL's default")
     if stage == "ppo":
         yield from _check_ppo(cfg)
+        run = facts.runs.get(s.reward_model, RunRefFacts()) if s.reward_model else RunRefFacts()
+        if s.ppo_score_norm and run.stage == "rm" and run.has_final and not run.reward_stats:
+            yield Problem("stage.ppo_score_norm", True, f"the rm run {run.run_dir} recorded no reward statistics "
+                          "(summary.json reward_mean/reward_std; an rm run from an older launcher): retrain it, or "
+                          "set stage.ppo_score_norm=false")
 
 
 def _check_ppo(cfg: Any) -> Iterator[Problem]:

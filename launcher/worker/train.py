@@ -111,7 +111,7 @@ class Worker:
             if os.environ.get("LAUNCHER_PREEMPT_FILE") else None
         if preempt:
             callbacks.append(preempt)
-        inputs = StageInputs(cfg=self.cfg, run=self.run, tokenizer=self.tokenizer, model=self.model, data=self.data,
+        inputs = StageInputs(cfg=self.cfg, tokenizer=self.tokenizer, model=self.model, data=self.data,
                              args=self.training_kwargs(), callbacks=callbacks, precision=self.precision)
         trainer = stage.build(inputs)
         # resume=true, or a job requeued by Slurm (LAUNCHER_RESUME from the batch script)

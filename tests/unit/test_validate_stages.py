@@ -16,7 +16,7 @@ SFT_RUN = "/runs/sft"
 
 def rm_run(base: str = str(TINY_MODEL), **kw) -> RunRefFacts:
     return RunRefFacts(**{"exists": True, "run_dir": RM_RUN, "stage": "rm", "adapter": "lora", "base_model": base,
-                          "has_final": True, **kw})
+                          "has_final": True, "reward_stats": True, **kw})
 
 
 def problems(*overrides, **facts_kw):
@@ -64,6 +64,12 @@ def test_ppo_without_reward_model():
 def test_reward_model_must_be_a_finished_rm_run_on_the_same_base(run, needle):
     e = only_error("recipe=tiny_ppo_lora", f"stage.reward_model={RM_RUN}", runs={RM_RUN: run})
     assert e.key == "stage.reward_model" and e.value == RM_RUN and needle in e.fix
+
+
+def test_score_norm_needs_the_rm_runs_statistics():
+    e = only_error("recipe=tiny_ppo_lora", f"stage.reward_model={RM_RUN}", "stage.ppo_score_norm=true",
+                   runs={RM_RUN: rm_run(reward_stats=False)})
+    assert e.key == "stage.ppo_score_norm" and "reward_mean/reward_std" in e.fix
 
 
 def test_grpo_needs_a_reward_and_known_functions():
@@ -154,7 +160,8 @@ def test_scan_run_ref_reads_an_earlier_run(tmp_path):
     (run / "final").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"stage": {"name": "rm"}, "adapter": {"name": "lora"},
                                                      "model": {"model_name_or_path": "/m"}}))
-    expected = RunRefFacts(True, str(run), "rm", "lora", "/m", True)
+    (run / "summary.json").write_text('{"reward_mean": 0.1, "reward_std": 2.0}')
+    expected = RunRefFacts(True, str(run), "rm", "lora", "/m", True, True)
     assert scan_run_ref(str(run)) == scan_run_ref(str(run / "final")) == expected
     assert scan_run_ref(str(tmp_path)) == RunRefFacts(exists=True)
     assert scan_run_ref(str(tmp_path / "nothing")) == RunRefFacts()

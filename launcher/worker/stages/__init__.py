@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from launcher.rundir import RunDir
 from launcher.worker.stages import online, preference, rm, sft
 
 STAGES: dict[str, ModuleType] = {"pt": sft, "sft": sft, "rm": rm, "dpo": preference, "kto": preference,
@@ -29,7 +28,6 @@ CANNOT_RESUME = ("ppo",)
 class StageInputs:
     """What the worker has built, for a stage's trainer."""
     cfg: Any
-    run: RunDir
     tokenizer: Any
     model: Any
     #: launcher.data.cache.Prepared: train (and eval) rows in the stage's format

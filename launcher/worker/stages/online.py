@@ -150,7 +150,8 @@ def build_sampling(inputs):
                   temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
     if s.kl_coef is not None:
         kwargs["beta"] = s.kl_coef
-    if cfg.adapter.name.value in ("full", "freeze"):  # TRL loads the reference itself: in the frozen dtype
+    beta = kwargs.get("beta", config.__dataclass_fields__["beta"].default)
+    if beta and cfg.adapter.name.value in ("full", "freeze"):  # TRL loads the reference itself: frozen dtype
         kwargs["model_init_kwargs"] = {"dtype": TORCH_DTYPE_NAMES[FROZEN_DTYPES[inputs.precision]],
                                        "attn_implementation": cfg.model.attn.value}
     return trainer(model=inputs.model, reward_funcs=funcs, args=config(**kwargs), train_dataset=inputs.data.train,
