@@ -150,7 +150,8 @@ def prepare_data(config: dict) -> int:
     r = prepared.record
     print(f"data cache: {r['cache_path']}")
     share = f", non-pad share {r['non_pad_share']:.1%}" if r["non_pad_share"] is not None else ""
-    print(f"rows tokenized: {r['rows_tokenized_here']}; train rows {r['train_rows']}, eval rows {r['eval_rows']}{share}")
+    print(f"rows tokenized: {r['rows_tokenized_here']}; train rows {r['train_rows']}, "
+          f"eval rows {r['eval_rows']}{share}")
     return 0
 
 

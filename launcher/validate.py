@@ -402,9 +402,9 @@ def _check_stage(cfg: Any, facts: Facts) -> Iterator[Problem]:
     if stage in ("pt", "sft"):
         return
     if a.name == AdapterType.prefix:
-        yield Problem("adapter", a.name, f"prefix tuning (P-Tuning v2) trains with stage=pt or sft only; TRL's "
-                      f"stage={stage} trainers and {'a sequence-classification head' if stage == 'rm' else 'generation'} "
-                      "need a weight adapter: use adapter=lora (or qlora, freeze, full)")
+        needs = "a sequence-classification head" if stage == "rm" else "TRL's reference and sampling paths"
+        yield Problem("adapter", a.name, f"prefix tuning (P-Tuning v2) trains with stage=pt or sft only; stage={stage} "
+                      f"({needs}) needs a weight adapter: use adapter=lora (or qlora, freeze, full)")
     if stage == "rm" and a.adapter_name_or_path and not a.create_new_adapter and a.name in PEFT_TYPES:
         yield Problem("adapter.create_new_adapter", False, "stage=rm trains a new score head, which an adapter "
                       "trained for generation lacks: set adapter.create_new_adapter=true (the adapter is merged "

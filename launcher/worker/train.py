@@ -135,7 +135,7 @@ class Worker:
             self.tokenizer.save_pretrained(str(self.run.final))
             finish = getattr(stage, "finish", None)  # a stage's own summary entries (rm: reward statistics)
             extra = finish(trainer, inputs) if finish else {}
-            self.write_summary(trainer, result, metrics.history, resume, evaluation, stage.METRICS, extra)
+            self.write_summary(trainer, result, metrics.history, resume, evaluation, stage.METRICS[stage_name], extra)
 
     @staticmethod
     def final_eval(trainer) -> dict:

@@ -7,8 +7,9 @@ resume, final/, summary.json) is the same for all; one module per family builds 
     ppo, grpo, rloo  TRL PPOTrainer (trl.experimental.ppo),         online.py
                      GRPOTrainer, RLOOTrainer
 
-Each module has build(StageInputs) -> trainer and METRICS: the logged metrics whose first and last values
-summary.json keeps (e.g. rewards/accuracies, objective/kl).
+Each module has build(StageInputs) -> trainer and METRICS: per stage, the logged metrics whose first and last
+values summary.json keeps (e.g. rewards/accuracies, objective/kl); optionally finish(trainer, inputs) -> more
+summary.json entries (rank 0, after training).
 """
 from __future__ import annotations
 

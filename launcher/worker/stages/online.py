@@ -23,10 +23,9 @@ from launcher.worker.model import FROZEN_DTYPES, load_reference, load_run_model
 
 log = logging.getLogger(__name__)
 
-METRICS_BY_STAGE = {"ppo": ("objective/kl", "objective/scores", "objective/rlhf_reward", "kl_coef"),
-                    "grpo": ("reward", "reward_std", "kl", "completions/mean_length"),
-                    "rloo": ("reward", "reward_std", "kl", "completions/mean_length")}
-METRICS = tuple(dict.fromkeys(m for ms in METRICS_BY_STAGE.values() for m in ms))
+METRICS = {"ppo": ("objective/kl", "objective/scores", "objective/rlhf_reward", "kl_coef"),
+           "grpo": ("reward", "reward_std", "kl", "completions/mean_length"),
+           "rloo": ("reward", "reward_std", "kl", "completions/mean_length")}
 TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 

@@ -11,9 +11,8 @@ from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
 from launcher.worker.model import load_reference
 
-METRICS_BY_STAGE = {"dpo": ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"),
-                    "kto": ("rewards/chosen", "rewards/rejected", "rewards/margins", "kl")}
-METRICS = tuple(dict.fromkeys(m for ms in METRICS_BY_STAGE.values() for m in ms))
+METRICS = {"dpo": ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"),
+           "kto": ("rewards/chosen", "rewards/rejected", "rewards/margins", "kl")}
 
 
 class TokenizedDPOTrainer(DPOTrainer):

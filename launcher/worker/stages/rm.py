@@ -10,7 +10,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-METRICS = ("accuracy", "margin", "mean_reward")
+METRICS = {"rm": ("accuracy", "margin", "mean_reward")}
 #: training pairs the reward statistics are measured on
 STATS_ROWS = 256
 

@@ -1,7 +1,7 @@
 """pt and sft: transformers' Trainer on rows the data pipeline tokenized (and packed), our padding collator."""
 from __future__ import annotations
 
-METRICS: tuple[str, ...] = ()
+METRICS: dict[str, tuple[str, ...]] = {"pt": (), "sft": ()}
 
 
 def build(inputs):
