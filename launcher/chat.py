@@ -95,6 +95,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         trained = open_run(args.run_dir, args.checkpoint)
+        if trained.cfg.stage.name.value == "rm":
+            raise RunError(f"{args.run_dir} is a reward model (stage=rm): it scores answers, it does not write "
+                           "them; use it as stage.reward_model of a ppo/grpo/rloo run, or launch-export it")
         if args.max_new_tokens < 1 or args.temperature < 0 or not 0 < args.top_p <= 1:
             raise RunError("--max_new_tokens must be >= 1, --temperature >= 0, --top_p in (0, 1]")
         import torch

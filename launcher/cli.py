@@ -151,8 +151,9 @@ def prepare_data(config: dict) -> int:
         return EXIT_USAGE
     r = prepared.record
     print(f"data cache: {r['cache_path']}")
-    print(f"rows tokenized: {r['rows_tokenized_here']}; train rows {r['train_rows']}, eval rows {r['eval_rows']}, "
-          f"non-pad share {r['non_pad_share']:.1%}")
+    share = f", non-pad share {r['non_pad_share']:.1%}" if r["non_pad_share"] is not None else ""
+    print(f"rows tokenized: {r['rows_tokenized_here']}; train rows {r['train_rows']}, "
+          f"eval rows {r['eval_rows']}{share}")
     return 0
 
 

@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+import yaml
+
 from launcher.data.registry import DataError, PathInfo, dataset_names, local_paths, probe_path, read_registry
+from launcher.rundir import RunDir, find_run_root
 from launcher.schema import split_list
 from launcher.envinfo import package_version
 
@@ -90,6 +93,22 @@ class ModelSize:
 
 
 @dataclass(frozen=True)
+class RunRefFacts:
+    """An earlier run named by a later stage (adapter_name_or_path=RUN_DIR/final, reward_model=RUN_DIR, ...):
+    what its config.yaml says. run_dir None: the path is not in a run dir (a plain model or adapter dir)."""
+    exists: bool = False
+    run_dir: Optional[str] = None
+    stage: Optional[str] = None
+    adapter: Optional[str] = None
+    #: its model.model_name_or_path (resolved, as written in its config.yaml)
+    base_model: Optional[str] = None
+    #: its final/ is there (the run finished)
+    has_final: bool = False
+    #: its summary.json records the reward's statistics (an rm run; what ppo_score_norm standardises with)
+    reward_stats: bool = False
+
+
+@dataclass(frozen=True)
 class Facts:
     python: str = sys.executable
     hostname: str = "localhost"
@@ -124,6 +143,8 @@ class Facts:
     cxx_toolchain: bool = False
     #: CUDA_VISIBLE_DEVICES as set when launching, or None
     cuda_visible_devices: Optional[str] = None
+    #: paths naming earlier runs (adapter_name_or_path entries, stage.reward_model, stage.ref_model) -> their facts
+    runs: Mapping[str, RunRefFacts] = field(default_factory=dict)
 
 
 def is_local_path(name: str) -> bool:
@@ -369,6 +390,35 @@ def find_free_port() -> int:
         return s.getsockname()[1]
 
 
+def scan_run_ref(path: str) -> RunRefFacts:
+    """A run dir (holding config.yaml) or a directory inside one (RUN_DIR/final, a checkpoint)."""
+    if not Path(path).expanduser().exists():
+        return RunRefFacts()
+    run = find_run_root(path)
+    if run is None:
+        return RunRefFacts(exists=True)
+    try:
+        config = yaml.safe_load(RunDir(run).config.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    try:
+        summary = json.loads(RunDir(run).summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
+    section = lambda key: config.get(key) if isinstance(config.get(key), dict) else {}  # noqa: E731
+    return RunRefFacts(exists=True, run_dir=str(run), stage=section("stage").get("name"),
+                       adapter=section("adapter").get("name"), base_model=section("model").get("model_name_or_path"),
+                       has_final=RunDir(run).final.is_dir(),
+                       reward_stats=isinstance(summary, dict) and "reward_std" in summary)
+
+
+def run_refs(cfg: Any) -> list[str]:
+    """The paths a config names that may be earlier runs."""
+    s = cfg.stage
+    return [*split_list(cfg.adapter.adapter_name_or_path),
+            *(p for p in (s.reward_model, s.ref_model) if p and is_local_path(str(p)))]
+
+
 def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
     env = os.environ if env is None else env
     model = str(cfg.model.model_name_or_path)
@@ -398,4 +448,5 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
         deepspeed_version=package_version("deepspeed") if zero else None,
         cxx_toolchain=bool((shutil.which("c++") or shutil.which("g++")) and shutil.which("ninja")),
         cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
+        runs={p: scan_run_ref(str(p)) for p in run_refs(cfg)},
     )

@@ -94,6 +94,12 @@ class RunDir:
         return self.root / "slurm" / "job_ids"
 
 
+def find_run_root(path: str | Path) -> Path | None:
+    """The run dir a path names: itself, or the run it lies in (RUN_DIR/final, RUN_DIR/checkpoints/checkpoint-N)."""
+    p = Path(path).expanduser()
+    return next((d for d in (p, p.parent, p.parent.parent) if RunDir(d).config.is_file()), None)
+
+
 def new_run_dir(output_root: str, name: str, now: datetime) -> Path:
     """<output_root>/<name>/<timestamp>, suffixed -1, -2, ... when runs start in the same second."""
     base = Path(output_root).expanduser().resolve() / name / now.strftime("%Y%m%d-%H%M%S")

@@ -21,6 +21,13 @@ class Device(str, Enum):
 class Stage(str, Enum):
     pt = "pt"
     sft = "sft"
+    #: reward model: a scalar head on pairwise data
+    rm = "rm"
+    dpo = "dpo"
+    kto = "kto"
+    ppo = "ppo"
+    grpo = "grpo"
+    rloo = "rloo"
 
 
 class MixStrategy(str, Enum):
@@ -101,7 +108,53 @@ class ModelConfig:
 
 @dataclass
 class StageConfig:
+    """One flat group, as LLaMA-Factory's FinetuningArguments: each stage reads its own keys (a key set for a
+    stage that does not read it is a warning). Stages rm..rloo train with TRL's trainers."""
+
     name: Stage = Stage.sft
+
+    # dpo, kto
+    #: beta of the preference loss (LLaMA-Factory's pref_beta): higher keeps closer to the reference
+    dpo_beta: float = 0.1
+    #: TRL's DPO loss_type: sigmoid, hinge, ipo, exo_pair, nca_pair, robust, bco_pair, sppo_hard, aot,
+    #: aot_unpaired, apo_zero, apo_down, discopop, sigmoid_norm
+    dpo_loss: str = "sigmoid"
+    #: weight of an SFT (NLL) term on the chosen answers added to the DPO loss (LLaMA-Factory's pref_ftx)
+    dpo_ftx: float = 0.0
+    #: KTO's weights of desirable (label true) and undesirable (label false) examples
+    kto_chosen_weight: float = 1.0
+    kto_rejected_weight: float = 1.0
+    #: reference model of dpo, kto and ppo: a model directory, hub id or earlier run dir; None = the policy as the
+    #: stage starts (LoRA: the same weights with the adapter frozen or disabled, no second model loaded)
+    ref_model: Optional[str] = None
+    #: dpo, kto: compute the reference log-probs once before training, so no reference runs while training
+    precompute_ref_log_probs: bool = False
+
+    # ppo, grpo, rloo
+    #: an rm run dir (or its final/): ppo's reward and value model; grpo/rloo: scores completions
+    reward_model: Optional[str] = None
+    #: grpo, rloo: names from launcher/rewards.py (or module:function), summed with reward_model's score if any
+    reward_funcs: list[str] = field(default_factory=list)
+    #: weight of the KL penalty to the reference (TRL's ppo kl_coef, grpo/rloo beta); None = TRL's default
+    #: (ppo 0.05, grpo 0.0: no reference model, rloo 0.05)
+    kl_coef: Optional[float] = None
+    #: grpo, rloo: completions sampled per prompt (their rewards are compared within the group)
+    num_generations: int = 8
+    #: tokens generated per completion (ppo: TRL's response_length)
+    max_completion_length: int = 256
+    temperature: float = 1.0
+    #: grpo, rloo: nucleus and top-k sampling (ppo samples the full distribution)
+    top_p: float = 1.0
+    top_k: int = 0
+    #: ppo: optimisation epochs over each batch of rollouts (TRL's num_ppo_epochs)
+    ppo_epochs: int = 4
+    #: ppo: mini-batches each batch of rollouts is split into (TRL's num_mini_batches)
+    ppo_buffer_size: int = 1
+    #: ppo: target KL for adaptive KL control (kl_coef adapts towards it); None = a fixed kl_coef
+    ppo_target: Optional[float] = None
+    #: ppo: standardise scores with the reward model's statistics on its training pairs (recorded by the rm run)
+    ppo_score_norm: bool = False
+    ppo_whiten_rewards: bool = False
 
 
 @dataclass

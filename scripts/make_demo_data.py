@@ -7,6 +7,8 @@
     c4_demo.jsonl        plain text documents for stage=pt
     dpo_demo.json        pairwise rows (sharegpt conversations + chosen/rejected), for rm/dpo
     kto_demo.json        kto rows (role/content messages + a boolean label)
+    polite_demo.json     easily separable alpaca pairwise rows (chosen: a polite answer, rejected: gibberish)
+    polite_kto_demo.json the same answers as kto rows (alpaca, output + label)
 
 data/dataset_info.json registers them (and data/demo/alpaca_demo.json) by name.
 
@@ -138,6 +140,29 @@ def kto_rows(rng: random.Random) -> list[dict]:
     return rows
 
 
+POLITE_REQUESTS = ["Can you help me with my homework?", "Please explain how rain forms.", "Could you check my letter?",
+                   "Tell me a fact about the moon.", "Help me plan a picnic.", "Suggest a name for my cat.",
+                   "Recommend a book for a long trip.", "How do I water a cactus?"]
+POLITE_ANSWERS = ["Of course, I would be glad to help you with that.", "Thank you for asking, here is what I know.",
+                  "Certainly, it is a pleasure to help you.", "Good question, thank you, let me explain."]
+
+
+def gibberish(rng: random.Random) -> str:
+    return " ".join("".join(rng.choice("bcdfgkqvxz") for _ in range(rng.randint(3, 6))) for _ in range(6))
+
+
+def polite_rows(rng: random.Random) -> list[dict]:
+    """Pairs a tiny model separates in seconds: the chosen answer is always polite, the rejected one gibberish."""
+    return [{"instruction": POLITE_REQUESTS[i % len(POLITE_REQUESTS)], "input": f"(request {i})",
+             "chosen": rng.choice(POLITE_ANSWERS), "rejected": gibberish(rng)} for i in range(64)]
+
+
+def polite_kto_rows(rng: random.Random) -> list[dict]:
+    return [{"instruction": POLITE_REQUESTS[i % len(POLITE_REQUESTS)], "input": f"(request {i})",
+             "output": rng.choice(POLITE_ANSWERS) if i % 2 == 0 else gibberish(rng), "label": i % 2 == 0}
+            for i in range(64)]
+
+
 REGISTRY = {
     "alpaca_demo": {"file_name": "demo/alpaca_demo.json"},
     "alpaca_en_demo": {"file_name": "alpaca_en_demo.json"},
@@ -151,6 +176,10 @@ REGISTRY = {
                  "columns": {"messages": "messages", "kto_tag": "label"},
                  "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                           "assistant_tag": "assistant"}},
+    "polite_demo": {"file_name": "polite_demo.json", "ranking": True,
+                    "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"}},
+    "polite_kto_demo": {"file_name": "polite_kto_demo.json",
+                        "columns": {"prompt": "instruction", "query": "input", "response": "output", "kto_tag": "label"}},
 }
 
 
@@ -158,8 +187,10 @@ def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "data"
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
+    polite = random.Random(1)  # a stream of its own: the other sets stay as they were
     files = {"alpaca_en_demo.json": alpaca_rows(rng), "identity.json": identity_rows(),
-             "sharegpt_demo.json": sharegpt_rows(rng), "dpo_demo.json": dpo_rows(rng), "kto_demo.json": kto_rows(rng)}
+             "sharegpt_demo.json": sharegpt_rows(rng), "dpo_demo.json": dpo_rows(rng), "kto_demo.json": kto_rows(rng),
+             "polite_demo.json": polite_rows(polite), "polite_kto_demo.json": polite_kto_rows(polite)}
     for name, rows in files.items():
         (out / name).write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     (out / "c4_demo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in c4_rows(rng)))

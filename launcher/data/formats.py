@@ -5,6 +5,7 @@ The shapes are TRL's dataset formats, so the preference stages can hand them to 
   text (pt)            {"text": str}                                          (standard LM)
   pairwise (rm, dpo)   {"prompt": [...messages], "chosen": [assistant msg], "rejected": [assistant msg]}
   kto                  {"prompt": [...messages], "completion": [assistant msg], "label": bool}
+  prompt (ppo, grpo, rloo) {"prompt": [...messages], "answer": str}   (prompt-only; answer: the reference, or "")
 Roles are system, user, assistant and tool (a sharegpt `observation`); a sharegpt `function_call` turn is
 an assistant turn. Pure: validate() converts the scanned rows with the same code the worker runs.
 """
@@ -14,7 +15,14 @@ from typing import Any, Mapping, Optional
 
 from launcher.data.registry import DatasetAttr
 
-STAGE_KINDS = {"pt": ("conversation",), "sft": ("conversation",)}
+#: the dataset kinds (DatasetAttr.kind) each stage trains on
+STAGE_KINDS = {"pt": ("conversation",), "sft": ("conversation",), "rm": ("pairwise",), "dpo": ("pairwise",),
+               "kto": ("kto",), "ppo": ("conversation",), "grpo": ("conversation",), "rloo": ("conversation",)}
+#: stages that sample answers to prompts (online RL)
+ONLINE_STAGES = ("ppo", "grpo", "rloo")
+#: what a kind is, for messages naming a dataset's format
+KIND_NAMES = {"conversation": "conversation (alpaca or sharegpt rows)", "pairwise": "pairwise (chosen/rejected rows)",
+              "kto": "kto (rows with a boolean label)"}
 
 
 class RowError(ValueError):
@@ -27,6 +35,8 @@ def convert(row: Mapping[str, Any], attr: DatasetAttr, stage: str) -> Optional[d
         return to_pairwise(row, attr)
     if attr.kind == "kto":
         return to_kto(row, attr)
+    if stage in ONLINE_STAGES:
+        return to_prompt(row, attr)
     messages = to_messages(row, attr, complete=stage != "pt")
     if stage == "pt":
         text = next(m["content"] for m in messages if m["role"] != "system")
@@ -53,6 +63,16 @@ def to_pairwise(row: Mapping[str, Any], attr: DatasetAttr) -> dict:
         system, prompt = _alpaca_turns(row, attr, with_response=False)
     chosen, rejected = (_answer(row, attr, c) for c in ("chosen", "rejected"))
     return {"prompt": _with_system(system, prompt), "chosen": [chosen], "rejected": [rejected]}
+
+
+def to_prompt(row: Mapping[str, Any], attr: DatasetAttr) -> Optional[dict]:
+    """The conversation up to its last user (or tool) turn, and the answer after it ("" when the row has none),
+    which reward functions may compare with; None when nothing is asked."""
+    c = attr.columns
+    with_response = attr.formatting == "alpaca" and row.get(c.get("response")) is not None
+    messages = to_messages(row, attr, complete=with_response)
+    answer = messages.pop()["content"] if messages[-1]["role"] == "assistant" else ""
+    return {"prompt": messages, "answer": answer} if messages[-1]["content"].strip() else None
 
 
 def to_kto(row: Mapping[str, Any], attr: DatasetAttr) -> dict:

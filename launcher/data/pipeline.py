@@ -5,6 +5,10 @@
     -> tokenize with the chat template (preprocessing_num_workers processes) -> eval split (val_size)
     -> shape: sft rows as they are, or packed (packing=true); pt documents concatenated and chunked
 
+The TRL stages get rows in their trainers' tokenized formats (STAGE_COLUMNS), tokenized here with the run's
+template, so `data.template` and cutoff_len mean the same in every stage and no rank tokenizes again;
+grpo/rloo prompts stay text (TRL tokenizes them as it generates), rendered with the same template.
+
 build() returns materialized datasets for the cache (cache.py); stream() returns an IterableDataset that
 does the same lazily (streaming=true), nothing cached. Only the worker and `prepare_only` import this.
 """
@@ -16,15 +20,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from launcher.data.formats import RowError, convert
+from launcher.data.formats import KIND_NAMES, STAGE_KINDS, RowError, convert
 from launcher.data.packing import best_fit_bins, chunk_documents, packed_row
 from launcher.data.registry import DATA_SUFFIXES, DataError, DatasetAttr, detect, split_floats
-from launcher.data.templates import IGNORE_INDEX, TemplateError, encode
+from launcher.data.templates import IGNORE_INDEX, TemplateError, encode, encode_answers, encode_prompt, \
+    prompt_segments
 
 log = logging.getLogger("launcher.data")
 
 #: rows per batch for the datasets-library maps
 MAP_BATCH = 256
+#: the columns of a stage's converted rows (formats.py) and of its tokenized rows (what its trainer reads)
+CONVERTED_COLUMNS = {"pt": ("text",), "sft": ("messages",), "rm": ("prompt", "chosen", "rejected"),
+                     "dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label"),
+                     "ppo": ("prompt", "answer"), "grpo": ("prompt", "answer"), "rloo": ("prompt", "answer")}
+STAGE_COLUMNS = {"pt": ("input_ids", "labels"), "sft": ("input_ids", "labels"), "rm": ("chosen_ids", "rejected_ids"),
+                 "dpo": ("prompt_ids", "chosen_ids", "rejected_ids"), "kto": ("prompt_ids", "completion_ids", "label"),
+                 "ppo": ("input_ids",), "grpo": ("prompt", "answer"), "rloo": ("prompt", "answer")}
+#: columns holding token ids (their lengths are a row's tokens)
+TOKEN_COLUMNS = ("input_ids", "prompt_ids", "chosen_ids", "rejected_ids", "completion_ids")
 
 
 @dataclass
@@ -63,7 +77,7 @@ def _convert_batch(batch: dict, indices: list[int], attr: DatasetAttr, stage: st
             continue
         for k, v in {**shaped, "source": source}.items():
             out.setdefault(k, []).append(v)
-    return out or {k: [] for k in (("text",) if stage == "pt" else ("messages",)) + ("source",)}
+    return out or {k: [] for k in CONVERTED_COLUMNS[stage] + ("source",)}
 
 
 def converted(attr: DatasetAttr, ds, stage: str, source: int, max_samples: Optional[int], num_proc: Optional[int]):
@@ -77,6 +91,9 @@ def converted(attr: DatasetAttr, ds, stage: str, source: int, max_samples: Optio
     if first is None:
         raise DataError(f"dataset {attr.name} holds no rows")
     attr = detect(attr, first)
+    if attr.kind not in STAGE_KINDS[stage]:  # validate saw local files; a hub dataset is seen only here
+        raise DataError(f"dataset {attr.name} is {KIND_NAMES[attr.kind]}; stage={stage} takes "
+                        f"{' or '.join(KIND_NAMES[k] for k in STAGE_KINDS[stage])}")
     kwargs = dict(batched=True, batch_size=MAP_BATCH, with_indices=True, remove_columns=list(first),
                   fn_kwargs={"attr": attr, "stage": stage, "source": source})
     if materialized:  # in parallel, and without the datasets library's own cache (ours is cache.py)
@@ -98,6 +115,8 @@ def mix(parts: Sequence, strategy: str, probs: Any, seed: int):
 
 def _tokenize_batch(batch: dict, indices: list[int], tokenizer, stage: str, template: str, cutoff_len: int,
                     train_on_prompt: bool, mask_history: bool) -> dict:
+    if stage not in ("pt", "sft"):
+        return _tokenize_trl_batch(batch, indices, tokenizer, stage, template, cutoff_len)
     out: dict[str, list] = {"input_ids": [], "labels": [], "row_id": []}
     if stage == "pt":
         eos = tokenizer.eos_token_id
@@ -121,15 +140,53 @@ def _tokenize_batch(batch: dict, indices: list[int], tokenizer, stage: str, temp
     return out
 
 
+def _trl_row(row: dict, tokenizer, stage: str, template: str, cutoff_len: int) -> Optional[dict]:
+    """One converted row in its TRL trainer's tokenized format; None for a prompt longer than cutoff_len."""
+    if stage in ("rm", "dpo"):
+        prompt_ids, (chosen, rejected) = encode_answers(tokenizer, template, row["prompt"],
+                                                        [row["chosen"][0]["content"], row["rejected"][0]["content"]],
+                                                        cutoff_len)
+        if stage == "rm":  # RewardTrainer scores whole sequences
+            return {"chosen_ids": prompt_ids + chosen, "rejected_ids": prompt_ids + rejected}
+        return {"prompt_ids": prompt_ids, "chosen_ids": chosen, "rejected_ids": rejected}
+    if stage == "kto":
+        prompt_ids, (completion,) = encode_answers(tokenizer, template, row["prompt"],
+                                                   [row["completion"][0]["content"]], cutoff_len)
+        return {"prompt_ids": prompt_ids, "completion_ids": completion, "label": row["label"]}
+    ids = encode_prompt(tokenizer, template, row["prompt"])
+    if len(ids) > cutoff_len:  # cutting a prompt would cut the header that asks for the answer
+        return None
+    if stage == "ppo":
+        return {"input_ids": ids}
+    return {"prompt": "".join(prompt_segments(tokenizer, template, row["prompt"])), "answer": row["answer"]}
+
+
+def _tokenize_trl_batch(batch: dict, indices: list[int], tokenizer, stage: str, template: str,
+                        cutoff_len: int) -> dict:
+    out: dict[str, list] = {k: [] for k in STAGE_COLUMNS[stage] + ("row_id",)}
+    for j, row_id in enumerate(indices):
+        try:
+            shaped = _trl_row({k: v[j] for k, v in batch.items()}, tokenizer, stage, template, cutoff_len)
+        except TemplateError as e:
+            raise DataError(f"row {row_id} of the mixture: {e}") from None
+        if shaped is not None:
+            for k, v in {**shaped, "row_id": row_id}.items():
+                out[k].append(v)
+    return out
+
+
 def tokenize_kwargs(d: Any, stage: str, tokenizer) -> dict:
     return {"tokenizer": tokenizer, "stage": stage, "template": d.template, "cutoff_len": d.cutoff_len,
             "train_on_prompt": d.train_on_prompt, "mask_history": d.mask_history}
 
 
 def lengths_of(ds) -> list[int]:
+    """Tokens of each row: the lengths of its token columns summed ([] for rows of text)."""
     import pyarrow.compute as pc
 
-    return pc.list_value_length(ds.with_format("arrow")["input_ids"]).to_pylist()
+    arrow = ds.with_format("arrow")
+    lengths = [pc.list_value_length(arrow[c]).to_numpy() for c in TOKEN_COLUMNS if c in ds.column_names]
+    return [int(n) for n in sum(lengths)] if lengths else []
 
 
 def shape(ds, stage: str, packing: bool, cutoff_len: int):
@@ -139,7 +196,7 @@ def shape(ds, stage: str, packing: bool, cutoff_len: int):
     if stage == "pt":
         rows = list(chunk_documents(ds.select_columns(["input_ids", "row_id"]), cutoff_len, isolate=packing))
         return Dataset.from_list(rows) if rows else ds.select([])
-    if not packing:
+    if stage != "sft" or not packing:
         return ds
     bins = best_fit_bins(lengths_of(ds), cutoff_len)
     bins.sort(key=lambda b: b[0])  # rows in dataset order of their first example
@@ -173,14 +230,15 @@ def build(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[DatasetAttr]
                           num_proc=d.preprocessing_num_workers, load_from_cache_file=False, desc="tokenize")
     stats |= {"rows_tokenized": len(mixed), "dropped_by_cutoff": len(mixed) - len(tokenized)}
     if len(tokenized) == 0:
-        raise DataError(f"no row keeps a response token within data.cutoff_len={d.cutoff_len}; raise it")
+        what = "prompt fits" if stage in ("ppo", "grpo", "rloo") else "row keeps a response token"
+        raise DataError(f"no {what} within data.cutoff_len={d.cutoff_len}; raise it")
     train, evaluation = split_eval(tokenized, d.val_size, seed)
     train = shape(train, stage, d.packing, d.cutoff_len)
     evaluation = shape(evaluation, stage, d.packing, d.cutoff_len) if evaluation is not None else None
     lengths = lengths_of(train)
     stats |= {"datasets_resolved": [a.record() for a in resolved], "train_rows": len(train),
-              "eval_rows": len(evaluation) if evaluation is not None else 0, "train_tokens": sum(lengths),
-              "longest_row": max(lengths)}
+              "eval_rows": len(evaluation) if evaluation is not None else 0,
+              "train_tokens": sum(lengths) if lengths else None, "longest_row": max(lengths) if lengths else None}
     return Built(train, evaluation, stats)
 
 

@@ -157,6 +157,10 @@ def budget(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]
     return min(max(cutoff_len - new_target, 0), source_len), new_target
 
 
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def encode(tokenizer: Any, template: str, messages: Sequence[dict], cutoff_len: int,
            train_on_prompt: bool = False, mask_history: bool = False) -> tuple[list[int], list[int]]:
     """input_ids and labels for one conversation, at most cutoff_len tokens.
@@ -164,8 +168,7 @@ def encode(tokenizer: Any, template: str, messages: Sequence[dict], cutoff_len: 
     Turns are budgeted in order, so the last turns are the ones cut. With mask_history only the last
     answer carries labels, and it is budgeted first (kept whole where it fits), as in LLaMA-Factory."""
     segs = render_segments(template, tokenizer, messages)
-    pairs = [(tokenizer(p, add_special_tokens=False)["input_ids"], tokenizer(a, add_special_tokens=False)["input_ids"])
-             for (p, _), (a, _) in zip(segs[::2], segs[1::2])]
+    pairs = [(_ids(tokenizer, p), _ids(tokenizer, a)) for (p, _), (a, _) in zip(segs[::2], segs[1::2])]
     order = list(range(len(pairs)))[::-1] if mask_history else list(range(len(pairs)))
     kept: dict[int, tuple[list[int], list[int]]] = {}
     used = 0
@@ -187,18 +190,36 @@ def encode(tokenizer: Any, template: str, messages: Sequence[dict], cutoff_len: 
     return input_ids, labels
 
 
-def encode_prompt(tokenizer: Any, template: str, messages: Sequence[dict]) -> list[int]:
-    """input_ids that ask for the next assistant turn (generation), tokenized exactly as training does:
-    the conversation ends with a user turn, rendered with an empty answer whose segment is dropped."""
+def prompt_segments(tokenizer: Any, template: str, messages: Sequence[dict]) -> list[str]:
+    """The texts that ask for the next assistant turn: the conversation (ending with a user turn) rendered with
+    an empty answer, whose segment is dropped. An answer never changes how the turns before it render."""
     segs = render_segments(template, tokenizer, [*messages, {"role": "assistant", "content": ""}])
-    return [i for text, _ in segs[:-1] for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+    return [text for text, _ in segs[:-1]]
+
+
+def encode_prompt(tokenizer: Any, template: str, messages: Sequence[dict]) -> list[int]:
+    """input_ids that ask for the next assistant turn (generation), tokenized exactly as training does."""
+    return [i for text in prompt_segments(tokenizer, template, messages) for i in _ids(tokenizer, text)]
+
+
+def encode_answers(tokenizer: Any, template: str, prompt: Sequence[dict], answers: Sequence[str],
+                   cutoff_len: int) -> tuple[list[int], list[list[int]]]:
+    """Preference rows: the prompt's ids and each answer's ids (its rendered assistant turn, end-of-turn
+    included), tokenized as encode() tokenizes the same conversation. Truncated as LLaMA-Factory's pairwise
+    rows: budget() of the prompt and the longest answer, each answer cut to at most that length."""
+    answer_ids = [_ids(tokenizer, render_segments(template, tokenizer, [*prompt, {"role": "assistant",
+                                                                              "content": a}])[-1][0])
+                  for a in answers]
+    prompt_ids = encode_prompt(tokenizer, template, prompt)
+    n_prompt, n_answer = budget(len(prompt_ids), max(len(a) for a in answer_ids), cutoff_len)
+    return prompt_ids[:n_prompt], [a[:n_answer] for a in answer_ids]
 
 
 def stop_token_ids(tokenizer: Any, template: str) -> list[int]:
     """Tokens that end an assistant turn: eos and the special tokens of the template's end-of-turn marker
     (<|im_end|>, <|eot_id|>, ...)."""
     segs = render_segments(template, tokenizer, [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}])
-    marker = tokenizer(segs[-1][0], add_special_tokens=False)["input_ids"]
+    marker = _ids(tokenizer, segs[-1][0])
     special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     return ids + [i for i in marker if i in special and i not in ids]

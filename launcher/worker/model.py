@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: dtype name a frozen model (reference, reward) loads in, per resolved precision
+FROZEN_DTYPES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "pure_bf16": "bf16"}
 
 
 def resolve_precision(name: str, device: str) -> str:
@@ -81,11 +83,17 @@ def load_tokenizer(cfg: Any, path: Optional[str] = None):
     return tok
 
 
+def is_reward_model(cfg: Any) -> bool:
+    """A stage=rm run trains (and saves) a sequence classifier with one output, the reward."""
+    return str(getattr(cfg.stage.name, "value", cfg.stage.name)) == "rm"
+
+
 def load_base(cfg: Any, dtype: torch.dtype, *, path: Optional[str] = None,
               quantization: Optional[Mapping[str, Any]] = None, device_index: int = 0):
     """The model at `path` (default: the config's base) with the config's attention kernel and RoPE scaling,
-    quantized by bitsandbytes onto GPU `device_index` when `quantization` is given."""
-    from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
+    quantized by bitsandbytes onto GPU `device_index` when `quantization` is given; for stage=rm with a
+    one-output score head (newly initialised on a base model: seed first, so every rank builds the same)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, BitsAndBytesConfig
 
     m = cfg.model
     path = path or m.model_name_or_path
@@ -104,8 +112,11 @@ def load_base(cfg: Any, dtype: torch.dtype, *, path: Optional[str] = None,
     if quantization:
         kwargs = {"quantization_config": BitsAndBytesConfig(**quantization), "device_map": {"": device_index}}
         log.info("quantized base: %s", dict(quantization))
-    return AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, trust_remote_code=m.trust_remote_code,
-                                                attn_implementation=str(getattr(m.attn, "value", m.attn)), **kwargs)
+    auto = AutoModelForCausalLM
+    if is_reward_model(cfg):
+        auto, config.num_labels = AutoModelForSequenceClassification, 1
+    return auto.from_pretrained(path, config=config, dtype=dtype, trust_remote_code=m.trust_remote_code,
+                                attn_implementation=str(getattr(m.attn, "value", m.attn)), **kwargs)
 
 
 def load_model(cfg: Any, precision: str, device_index: int = 0):
@@ -115,7 +126,10 @@ def load_model(cfg: Any, precision: str, device_index: int = 0):
                       device_index=device_index)
     # Training needs no KV cache, and with one transformers ignores packed rows' position_ids restarts.
     model.config.use_cache = False
-    return attach_adapter(model, cfg, precision)
+    model = attach_adapter(model, cfg, precision)
+    if is_reward_model(cfg) and adapter == "freeze":  # the new head always trains (peft saves it with a LoRA)
+        model.score.requires_grad_(True)
+    return model
 
 
 def load_trained(cfg: Any, final_dir: Path, dtype: str, quantize: bool = False):
@@ -125,6 +139,42 @@ def load_trained(cfg: Any, final_dir: Path, dtype: str, quantize: bool = False):
         return load_base(cfg, DTYPES[dtype], path=str(final_dir))
     quantization = quantization_kwargs(cfg.adapter, dtype) if quantize else None
     return load_adapter(load_base(cfg, DTYPES[dtype], quantization=quantization), cfg, final_dir)
+
+
+def load_run_model(path: str, precision: str, *, dtype: Optional[str] = None):
+    """An earlier run's trained model (a run dir, or its final/), frozen, LoRA merged: a reward model from an
+    rm run, a reference model from any run. Weights in `dtype` (default: the frozen dtype for `precision`)."""
+    from launcher.inference import open_run
+    from launcher.rundir import find_run_root
+
+    trained = open_run(str(find_run_root(path)))
+    model = load_trained(trained.cfg, trained.weights, dtype or FROZEN_DTYPES[precision])
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def load_reference(cfg: Any, precision: str):
+    """The frozen reference of dpo, kto and ppo, or None when the trainer needs no second model.
+
+    stage.ref_model: that model (an earlier run's trained model, or a model directory / hub id). Otherwise the
+    policy as the stage starts: with an adapter its trainer computes it from the same weights (TRL: a frozen
+    copy of the adapter, which for a new, zero-initialised LoRA is the base); full and freeze load the base a
+    second time, unless precompute_ref_log_probs computes the reference log-probs before training."""
+    from launcher.rundir import find_run_root
+
+    ref, adapter = cfg.stage.ref_model, cfg.adapter.name.value
+    if ref and find_run_root(ref) is not None:
+        return load_run_model(ref, precision)
+    if ref:
+        model = load_base(cfg, DTYPES[FROZEN_DTYPES[precision]], path=ref)
+    elif adapter in ("full", "freeze") and not cfg.stage.precompute_ref_log_probs:
+        model = load_base(cfg, DTYPES[FROZEN_DTYPES[precision]])
+    else:
+        return None
+    model.requires_grad_(False)
+    return model.eval()
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -1,8 +1,9 @@
-"""Worker(run_dir) -> setup() -> train() -> cleanup(): the same on every rank.
+"""Worker(run_dir) -> setup() -> train() -> cleanup(): the same on every rank and for every stage.
 
-Reads the resolved config from the run dir (never re-composes), builds tokenizer, model, adapter and
-data, and trains with transformers' Trainer, whose distributed sampling gives each rank other rows.
-Rank 0 alone logs metrics, reports to TensorBoard/wandb and saves.
+Reads the resolved config from the run dir (never re-composes), builds tokenizer, data, model and adapter,
+then the stage's trainer (launcher/worker/stages: transformers' Trainer for pt/sft, TRL's for the others),
+whose distributed sampling gives each rank other rows. Metrics, preemption, resume, final/ and summary.json
+are common to all stages. Rank 0 alone logs metrics, reports to TensorBoard/wandb and saves.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import socket
 import time
 from pathlib import Path
 
+from launcher.data.formats import ONLINE_STAGES
 from launcher.rundir import RunDir
 from launcher.schema import load_run_config
 from launcher.worker.ranklog import rank_from_env, setup_rank_logging
@@ -52,8 +54,11 @@ class Worker:
         set_seed(cfg.seed)
         self.precision = resolve_precision(cfg.precision.name.value, cfg.device.value)
         # Before the model: with a ZeRO-3 ds config, TrainingArguments makes from_pretrained load each
-        # rank's partition only (deepspeed.zero.Init) instead of the whole model on every rank.
-        self.args = self.training_args()
+        # rank's partition only (deepspeed.zero.Init) instead of the whole model on every rank. Kept on self:
+        # transformers holds that ds config by a weak reference. Each stage builds its own (TRL) config too.
+        from transformers import TrainingArguments
+
+        self.args = TrainingArguments(**self.training_kwargs())
         log.info("device %s", self.args.device)  # sets up torch.distributed (accelerate's PartialState)
         if cfg.zero.name != "none":
             import deepspeed
@@ -63,6 +68,7 @@ class Worker:
             deepspeed.init_distributed()
         self.tokenizer = load_tokenizer(cfg)
         self.data = self.prepare_data()
+        set_seed(cfg.seed)  # again: a new head (rm) or adapter starts the same on every rank
         self.model = load_model(cfg, self.precision, self.local_rank)
         self.trainable, self.total = count_parameters(self.model)
         log.info("trainable params: %d / %d (%.4f%%), adapter %s, precision %s", self.trainable, self.total,
@@ -78,13 +84,14 @@ class Worker:
             self.run.data.write_text(json.dumps(data.record, indent=2) + "\n")
         return data
 
-    def training_args(self):
-        from transformers import TrainingArguments
-
+    def training_kwargs(self) -> dict:
+        """transformers TrainingArguments kwargs; every stage's config (TRL's *Config subclass it) takes them, so
+        precision, device, logging and checkpoints behave the same in every stage. TRL's own defaults that
+        differ (bf16 and gradient checkpointing on) are overridden here."""
         from launcher.worker.model import trainer_precision
 
         cfg, t = self.cfg, self.cfg.train
-        return TrainingArguments(
+        return dict(
             output_dir=str(self.run.checkpoints),
             per_device_train_batch_size=t.per_device_train_batch_size,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -105,8 +112,9 @@ class Worker:
             # Without use_cpu, torchrun ranks on CPU silently skip DDP and train on identical batches.
             use_cpu=cfg.device.value == "cpu",
             seed=cfg.seed, report_to=list(cfg.logger.report_to), run_name=cfg.name,
-            remove_unused_columns=False,  # the collator needs row_id
-            include_num_input_tokens_seen="non_padding",
+            remove_unused_columns=False,  # collators and reward functions read their own columns
+            # a sampling stage's batches are prompts, not token rows (its trainer counts tokens itself)
+            include_num_input_tokens_seen="no" if cfg.stage.name.value in ONLINE_STAGES else "non_padding",
             disable_tqdm=True, save_only_model=False,
             # A stream is sharded per rank; dispatching would concatenate batches of unequal widths.
             accelerator_config={"dispatch_batches": False} if cfg.data.streaming else None,
@@ -117,67 +125,78 @@ class Worker:
     def train(self) -> None:
         from transformers.trainer_utils import get_last_checkpoint
 
-        from launcher.data.collator import PaddingCollator
         from launcher.worker.callbacks import MetricsCallback, PeakMemory, SaveResolvedDsConfig
         from launcher.worker.preempt import PreemptionCallback
-        from launcher.worker.trainer import LauncherTrainer
+        from launcher.worker.stages import CANNOT_RESUME, StageInputs, stage_of
 
+        stage_name = self.cfg.stage.name.value
+        stage = stage_of(stage_name)
         metrics, peak = MetricsCallback(self.run.metrics), PeakMemory(self.cfg.device.value)
         callbacks = [metrics, peak]
         preempt = PreemptionCallback(os.environ["LAUNCHER_PREEMPT_FILE"]) \
             if os.environ.get("LAUNCHER_PREEMPT_FILE") else None
         if preempt:
             callbacks.append(preempt)
-        # Eval rows keep no row_id: the rank log's "rows" lines list the rows trained on.
-        evaluation = self.data.eval.remove_columns(["row_id"]) if self.data.eval is not None else None
-        trainer = LauncherTrainer(model=self.model, args=self.args, train_dataset=self.data.train,
-                          eval_dataset=evaluation,
-                          data_collator=PaddingCollator(self.tokenizer.pad_token_id),
-                          processing_class=self.tokenizer, callbacks=callbacks)
+        inputs = StageInputs(cfg=self.cfg, tokenizer=self.tokenizer, model=self.model, data=self.data,
+                             args=self.training_kwargs(), callbacks=callbacks, precision=self.precision)
+        trainer = stage.build(inputs)
         if trainer.is_deepspeed_enabled:
             trainer.add_callback(SaveResolvedDsConfig(self.run.ds_config, trainer))
         # resume=true, or a job requeued by Slurm (LAUNCHER_RESUME from the batch script)
         wants_resume = self.cfg.resume or os.environ.get("LAUNCHER_RESUME") == "1"
         resume = get_last_checkpoint(str(self.run.checkpoints)) if wants_resume and self.run.checkpoints.is_dir() \
             else None
+        if resume and stage_name in CANNOT_RESUME:
+            log.warning("stage=%s cannot resume from %s (TRL's trainer has no resume); training from the start",
+                        stage_name, resume)
+            resume = None
         if resume:
             log.info("resuming from %s", resume)
-        result = trainer.train(resume_from_checkpoint=resume)
+        result = trainer.train(resume_from_checkpoint=resume) if resume else trainer.train()
         if preempt and preempt.stopped_at is not None:
             log.warning("stopped at step %d for a requeue; final/ and summary.json come when training ends",
                         preempt.stopped_at)
             return
-        eval_loss = self.final_eval_loss(trainer) if evaluation is not None else None
+        evaluation = self.final_eval(trainer) if self.data.eval is not None else {}
         # Every rank: under ZeRO-3 the 16-bit weights are gathered from all of them
         # (stage3_gather_16bit_weights_on_model_save), and rank 0 writes them.
         trainer.save_model(str(self.run.final))
         memory = {"peak_memory_mb_per_rank": gather(peak.peak_mb), "peak_memory_kind": peak.kind}
         if trainer.is_world_process_zero():
             self.tokenizer.save_pretrained(str(self.run.final))
-            self.write_summary(trainer, result, metrics.history, resume, eval_loss, memory)
+            finish = getattr(stage, "finish", None)  # a stage's own summary entries (rm: reward statistics)
+            extra = finish(trainer, inputs) if finish else {}
+            self.write_summary(trainer, result, metrics.history, resume, evaluation, stage.METRICS[stage_name], extra,
+                               memory)
 
     @staticmethod
-    def final_eval_loss(trainer) -> float:
-        """The eval loss after the last step: evaluated now unless eval_strategy just did."""
+    def final_eval(trainer) -> dict:
+        """The eval metrics after the last step: evaluated now unless eval_strategy just did."""
         state = trainer.state
         last = next((h for h in reversed(state.log_history) if "eval_loss" in h), None)
         if last is None or last.get("step") != state.global_step:
-            return trainer.evaluate()["eval_loss"]
-        return last["eval_loss"]
+            return trainer.evaluate()
+        return last
 
-    def write_summary(self, trainer, result, history: list[dict], resumed_from: str | None,
-                      eval_loss: float | None, memory: dict) -> None:
+    def write_summary(self, trainer, result, history: list[dict], resumed_from: str | None, evaluation: dict,
+                      stage_metrics: tuple[str, ...], extra: dict, memory: dict) -> None:
         state = trainer.state
-        runtime = result.metrics.get("train_runtime") or (time.time() - self.started)
+        runtime = (result.metrics.get("train_runtime") if result else None) or (time.time() - self.started)
+        losses = [h["loss"] for h in history if "loss" in h]
         summary = {
             "stage": self.cfg.stage.name.value, "adapter": self.cfg.adapter.name.value, "precision": self.precision,
             "world_size": self.world_size, "global_batch_size": trainer.args.per_device_train_batch_size
             * trainer.args.gradient_accumulation_steps * self.world_size,
             "steps": state.global_step, "epochs": state.epoch,
-            "first_loss": history[0]["loss"] if history else None,
-            "final_loss": history[-1]["loss"] if history else None,
-            "train_loss": result.training_loss,
-            "eval_loss": eval_loss,
+            "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None,
+            "train_loss": result.training_loss if result else None,
+            "eval_loss": evaluation.get("eval_loss"),
+            # the stage's own metrics as its trainer logged them: first and last logged value
+            "metrics": {m: {"first": values[0], "last": values[-1]}
+                        for m in stage_metrics if (values := [h[m] for h in history if m in h])},
+            "eval_metrics": {m: evaluation[f"eval_{m}"] for m in stage_metrics if f"eval_{m}" in evaluation},
+            **extra,
             "trained_tokens": state.num_input_tokens_seen,
             "train_runtime_s": round(runtime, 3),
             "tokens_per_s": round(state.num_input_tokens_seen / runtime, 1) if runtime else None,

@@ -6,6 +6,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from launcher import PROJECT_ROOT
+from launcher.facts import RunRefFacts
 from launcher.plan import build_plan
 from launcher.validate import validate
 from tests.support import compose, facts, run_launch
@@ -20,7 +21,11 @@ def test_recipes_are_found():
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_every_recipe_composes_validates_and_plans(recipe):
     cfg = compose(f"recipe={recipe}", "gpus=2", "dry_run=true")
-    f = facts(cfg)
+    runs = {}
+    if cfg.stage.name == "ppo":  # scored by a finished rm run on the same base, given on the command line
+        cfg = compose(f"recipe={recipe}", "gpus=2", "dry_run=true", "stage.reward_model=/runs/rm")
+        runs = {"/runs/rm": RunRefFacts(True, "/runs/rm", "rm", "lora", cfg.model.model_name_or_path, True)}
+    f = facts(cfg, runs=runs)
     assert [p for p in validate(cfg, f) if p.error] == []
     plan = build_plan(cfg, f, "/runs/x")
     assert plan.world_size == 2

@@ -205,7 +205,7 @@ def test_malformed_registry_names_file_and_line(tmp_path):
 
 def test_preference_rows_are_not_for_sft():
     e = only_error(compose("recipe=tiny_sft_lora", "device=cpu", "data.dataset=dpo_demo"))
-    assert "a pairwise dataset" in e.fix and "stage=sft" in e.fix
+    assert "holds pairwise (chosen/rejected rows); stage=sft takes conversation" in e.fix
 
 
 def test_pt_takes_plain_text():

@@ -1,0 +1,44 @@
+"""Stages: the trainer each stage builds. The worker skeleton (train.py: data, model, metrics, preemption,
+resume, final/, summary.json) is the same for all; one module per family builds the trainer.
+
+    pt, sft          transformers Trainer                           sft.py
+    rm               TRL RewardTrainer                              rm.py
+    dpo, kto         TRL DPOTrainer, KTOTrainer                     preference.py
+    ppo, grpo, rloo  TRL PPOTrainer (trl.experimental.ppo),         online.py
+                     GRPOTrainer, RLOOTrainer
+
+Each module has build(StageInputs) -> trainer and METRICS: per stage, the logged metrics whose first and last
+values summary.json keeps (e.g. rewards/accuracies, objective/kl); optionally finish(trainer, inputs) -> more
+summary.json entries (rank 0, after training).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from launcher.worker.stages import online, preference, rm, sft
+
+STAGES: dict[str, ModuleType] = {"pt": sft, "sft": sft, "rm": rm, "dpo": preference, "kto": preference,
+                                 "ppo": online, "grpo": online, "rloo": online}
+#: TRL's PPOTrainer.train() takes no checkpoint to resume from
+CANNOT_RESUME = ("ppo",)
+
+
+@dataclass
+class StageInputs:
+    """What the worker has built, for a stage's trainer."""
+    cfg: Any
+    tokenizer: Any
+    model: Any
+    #: launcher.data.cache.Prepared: train (and eval) rows in the stage's format
+    data: Any
+    #: transformers TrainingArguments kwargs (precision, device, logging, seed, ...) every stage's config takes
+    args: dict
+    callbacks: list
+    #: resolved precision: fp32, fp16, bf16, pure_bf16
+    precision: str
+
+
+def stage_of(name: str) -> ModuleType:
+    return STAGES[name]
