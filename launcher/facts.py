@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from importlib import metadata
 import shutil
 import socket
 import struct
@@ -196,13 +195,7 @@ def query_gpus(env: Mapping[str, str]) -> tuple[GpuFacts, ...]:
 
 
 def package_versions(names: tuple[str, ...] = CHECKED_PACKAGES) -> dict[str, Optional[str]]:
-    versions: dict[str, Optional[str]] = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return {name: package_version(name) for name in names}
 
 
 def read_model_config(path: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from hydra import compose as hydra_compose
@@ -45,6 +46,17 @@ def run_module(module: str, *args: str, cwd: Path | None = None, timeout: float 
     """`python -m MODULE ARGS` (launch-export, launch-chat) as a user would run it."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def wait_until_training(run: Path, ranks: int, timeout: float) -> bool:
+    """True once every rank's log shows it trained on rows (False after timeout seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = [run / f"logs/rank{r}.log" for r in range(ranks)]
+        if all(p.exists() and "launcher.rows" in p.read_text() for p in logs):
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def processes_mentioning(needle: str) -> list[int]:

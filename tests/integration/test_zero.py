@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import processes_mentioning, run_launch
+from tests.support import processes_mentioning, run_launch, wait_until_training
 
 pytestmark = pytest.mark.integration
 
@@ -190,13 +190,7 @@ def test_a_signal_to_a_deepspeed_launch_leaves_no_rank_behind(tmp_path, tiny_mod
     proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", *TINY, "gpus=2", "zero=2", "backend=deepspeed",
                              f"output_dir={run}", "train.num_train_epochs=1000", "train.save_steps=100000"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:  # wait until both ranks are training
-        logs = [run / f"logs/rank{r}.log" for r in (0, 1)]
-        if all(p.exists() and "launcher.rows" in p.read_text() for p in logs):
-            break
-        time.sleep(0.5)
-    else:
+    if not wait_until_training(run, ranks=2, timeout=180):
         proc.kill()
         pytest.fail("ranks did not start training within 180 s")
     assert len(processes_mentioning(str(run))) >= 4  # runner, launcher, 2 ranks
