@@ -1,0 +1,131 @@
+"""Data: datasets, their formats and rows for the stage, the template, shaping and mixing."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from launcher.data.formats import KIND_NAMES, STAGE_KINDS, RowError, convert
+from launcher.data.registry import DataError, DatasetAttr, dataset_names, detect, resolve, split_floats
+from launcher.data.templates import TEMPLATE_NAMES
+from launcher.facts import DataFileFacts, Facts
+from launcher.schema import MixStrategy
+from launcher.validate.problem import Problem, show
+
+EVAL_STRATEGIES = ("no", "steps", "epoch")
+
+
+def check_data(cfg: Any, facts: Facts) -> Iterator[Problem]:
+    d, stage = cfg.data, show(cfg.stage.name)
+    names = dataset_names(d.dataset) if d.dataset is not None else []
+    if not names:
+        yield Problem("data.dataset", d.dataset, "name at least one dataset: a name from dataset_info.json, a "
+                      "data file or a directory; several as 'a,b' (quoted) or [a,b]")
+    if d.template not in TEMPLATE_NAMES:
+        yield Problem("data.template", d.template, f"unknown template; use one of {', '.join(TEMPLATE_NAMES)}")
+    yield from _check_data_numbers(cfg, len(names))
+    if facts.data.registry_error:
+        yield Problem("data.dataset_dir", d.dataset_dir, f"{facts.data.registry_error}; fix the file")
+        return
+    total_rows: Optional[int] = 0
+    for name in names:
+        try:
+            attr = resolve(name, facts.data.registry, d.dataset_dir, facts.data.paths)
+        except DataError as e:
+            yield Problem("data.dataset", name, str(e))
+            total_rows = None
+            continue
+        problems, rows = _check_dataset(attr, stage, facts)
+        yield from (Problem("data.dataset", name, p) for p in problems)
+        if rows is None or total_rows is None:
+            total_rows = None
+        else:
+            total_rows += min(rows, d.max_samples) if d.max_samples is not None else rows
+    if total_rows and d.val_size >= 1 and d.val_size >= total_rows and d.mix_strategy == MixStrategy.concat:
+        yield Problem("data.val_size", d.val_size, f"leaves no training row: the datasets hold {total_rows} "
+                      "rows; use a fraction like 0.1 or a smaller count")
+
+
+def _check_dataset(attr: DatasetAttr, stage: str, facts: Facts) -> tuple[list[str], Optional[int]]:
+    """Problems of one resolved dataset, and its row count (None when not known before loading)."""
+    if attr.source not in ("file",) and not attr.files:
+        return [], None  # a hub or save_to_disk dataset: read by the worker only
+    scans = [(f, facts.data.files.get(f, DataFileFacts(False))) for f in attr.files]
+    problems = [f"{f}: no such file" if not s.exists else s.error for f, s in scans if not s.exists or s.error]
+    if problems:
+        return problems, None
+    rows = sum(s.rows for _, s in scans)
+    if rows == 0:
+        return [f"{attr.path} holds no rows; add rows or pick another dataset"], 0
+    attr = detect(attr, scans[0][1].sample[0])
+    if attr.kind not in STAGE_KINDS[stage]:
+        wanted = " or ".join(KIND_NAMES[k] for k in STAGE_KINDS[stage])
+        return [f"{attr.path} holds {KIND_NAMES[attr.kind]}; stage={stage} takes {wanted}: pick such a dataset "
+                "(or map its columns in dataset_info.json: ranking + chosen/rejected for pairwise, kto_tag for kto)"], \
+            rows
+    bad, kept, scanned = [], 0, 0
+    for f, scan in scans:
+        for i, row in enumerate(scan.sample):
+            scanned += 1
+            try:
+                kept += convert(row, attr, stage) is not None
+            except RowError as e:
+                bad.append(f"{Path(f).name} row {i} {e}" if len(scans) > 1 else f"row {i} {e}")
+    if bad:
+        more = f" (and {len(bad) - 5} more rows)" if len(bad) > 5 else ""
+        how = "map its columns in dataset_info.json" if attr.formatting == "alpaca" else \
+            "map its columns and tags in dataset_info.json"
+        return [f"{attr.formatting} rows: {'; '.join(bad[:5])}{more}; fix those rows, or {how}"], rows
+    if kept == 0 and scanned == rows:
+        what = "text" if stage == "pt" else "response"
+        return [f"empty after filtering: all {rows} rows have an empty {what}"], 0
+    return [], rows
+
+
+def _check_data_numbers(cfg: Any, n_datasets: int) -> Iterator[Problem]:
+    d, t = cfg.data, cfg.train
+    if d.cutoff_len < 8:
+        yield Problem("data.cutoff_len", d.cutoff_len, "must be >= 8 tokens; typical values are 1024-4096")
+    if d.max_samples is not None and d.max_samples < 1:
+        yield Problem("data.max_samples", d.max_samples, "must be >= 1 (rows per dataset), or null for all rows")
+    if d.val_size < 0 or (d.val_size >= 1 and d.val_size != int(d.val_size)):
+        yield Problem("data.val_size", d.val_size, "use a fraction in [0, 1) or a whole row count, e.g. 0.1 or 50")
+    if d.preprocessing_num_workers is not None and d.preprocessing_num_workers < 1:
+        yield Problem("data.preprocessing_num_workers", d.preprocessing_num_workers, "must be >= 1, or null")
+    if d.cache_timeout_s < 1:
+        yield Problem("data.cache_timeout_s", d.cache_timeout_s, "must be >= 1 second; e.g. 3600")
+    yield from _check_mixing(d, n_datasets)
+    if d.streaming:
+        if d.packing:
+            yield Problem("data.packing", True, "cannot pack a streamed dataset; set data.streaming=false to pack")
+        if t.max_steps <= 0:
+            yield Problem("data.streaming", True, "a stream has no length; set train.max_steps (e.g. 1000)")
+        if 0 < d.val_size < 1:
+            yield Problem("data.val_size", d.val_size, "a stream has no length; give a row count, e.g. 100")
+        if d.buffer_size < 1:
+            yield Problem("data.buffer_size", d.buffer_size, "must be >= 1; e.g. 16384")
+    if t.eval_strategy not in EVAL_STRATEGIES:
+        yield Problem("train.eval_strategy", t.eval_strategy, f"use one of {', '.join(EVAL_STRATEGIES)}")
+    elif t.eval_strategy != "no" and not d.val_size:
+        yield Problem("train.eval_strategy", t.eval_strategy, "there is no eval split; set data.val_size "
+                      "(e.g. 0.1), or train.eval_strategy=no")
+    if t.eval_steps is not None and t.eval_steps < 1:
+        yield Problem("train.eval_steps", t.eval_steps, "must be >= 1, or null for logging_steps")
+
+
+def _check_mixing(d: Any, n_datasets: int) -> Iterator[Problem]:
+    try:
+        probs = split_floats(d.interleave_probs)
+    except ValueError:
+        yield Problem("data.interleave_probs", d.interleave_probs, "give numbers, e.g. '0.7,0.3' or [0.7,0.3]")
+        return
+    if not probs:
+        return
+    if d.mix_strategy == MixStrategy.concat:
+        yield Problem("data.interleave_probs", d.interleave_probs, "only used when interleaving; set "
+                      "data.mix_strategy=interleave_under (or interleave_over), or drop interleave_probs")
+    elif len(probs) != n_datasets:
+        yield Problem("data.interleave_probs", d.interleave_probs, f"{len(probs)} probabilities for {n_datasets} "
+                      "datasets; give one per dataset")
+    elif min(probs) < 0 or abs(sum(probs) - 1) > 1e-6:
+        yield Problem("data.interleave_probs", d.interleave_probs, f"must be >= 0 and sum to 1 (they sum to "
+                      f"{sum(probs):g})")
