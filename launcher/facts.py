@@ -132,9 +132,8 @@ class Facts:
     hostfile: Optional[HostfileFacts] = None
     #: counted from a local model's safetensors headers (no weights read), or None
     model_size: Optional[ModelSize] = None
-    #: this host's memory (/proc/meminfo), bytes; 0 = unknown
+    #: this host's memory (/proc/meminfo MemTotal), bytes; 0 = unknown
     host_memory_total: int = 0
-    host_memory_available: int = 0
     #: a TCP port free on this host now (the rendezvous port of a one-node deepspeed launch)
     free_port: int = 29500
     deepspeed_version: Optional[str] = None
@@ -365,16 +364,16 @@ def count_model_params(model_dir: str) -> Optional[ModelSize]:
     return ModelSize(sum(per_module.values()), max(per_module.values(), default=0))
 
 
-def read_meminfo(path: str = "/proc/meminfo") -> tuple[int, int]:
-    """(MemTotal, MemAvailable) in bytes; (0, 0) where /proc/meminfo is missing."""
-    values: dict[str, int] = {}
+def read_mem_total(path: str = "/proc/meminfo") -> int:
+    """MemTotal in bytes; 0 where /proc/meminfo is missing or unreadable."""
     try:
         for line in Path(path).read_text().splitlines():
             key, _, rest = line.partition(":")
-            values[key] = int(rest.split()[0]) * 1024
+            if key == "MemTotal":
+                return int(rest.split()[0]) * 1024
     except (OSError, ValueError, IndexError):
-        return 0, 0
-    return values.get("MemTotal", 0), values.get("MemAvailable", 0)
+        pass
+    return 0
 
 
 def find_free_port() -> int:
@@ -418,7 +417,6 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
     local_model = is_local_path(model)
     paths = {model: Path(model).expanduser().exists()} if local_model else {}
     zero = cfg.zero.name != "none"
-    mem_total, mem_available = read_meminfo()
     return Facts(
         python=sys.executable,
         hostname=socket.gethostname(),
@@ -435,8 +433,7 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
         ds_configs={cfg.zero.config: read_json_file(cfg.zero.config)} if cfg.zero.config else {},
         hostfile=read_hostfile(cfg.hostfile) if cfg.hostfile else None,
         model_size=count_model_params(model) if zero and local_model else None,
-        host_memory_total=mem_total,
-        host_memory_available=mem_available,
+        host_memory_total=read_mem_total(),
         free_port=find_free_port(),
         deepspeed_version=package_version("deepspeed") if zero else None,
         cxx_toolchain=bool((shutil.which("c++") or shutil.which("g++")) and shutil.which("ninja")),

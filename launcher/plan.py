@@ -163,7 +163,7 @@ def build_plan(cfg: Any, facts: Facts, run_dir: str) -> LaunchPlan:
     env = worker_env(cfg, facts, run_dir, nproc)
     node_env: dict[str, str] = {}
     if cfg.cluster.name == ClusterType.slurm:
-        argvs, node_env = slurm_node_command(facts, backend, nproc, run_dir, env)
+        argvs, node_env = slurm_node_command(cfg, facts, backend, nproc, run_dir, env)
     else:
         argvs = node_argvs(cfg, facts, backend, nproc, run_dir)
     commands = tuple(NodeCommand(node=n, argv=argv, env=env) for n, argv in enumerate(argvs))
@@ -176,14 +176,14 @@ def build_plan(cfg: Any, facts: Facts, run_dir: str) -> LaunchPlan:
                       node_env=node_env, zero=plan_zero(cfg, facts, nproc), node_rank=cfg.node_rank)
 
 
-def slurm_node_command(facts: Facts, backend: str, nproc: int, run_dir: str, env: Mapping[str, str]
+def slurm_node_command(cfg: Any, facts: Facts, backend: str, nproc: int, run_dir: str, env: Mapping[str, str]
                        ) -> tuple[list[tuple[str, ...]], dict[str, str]]:
     """On Slurm every node runs the same launch.sh (srun starts it): one torchrun per node with a static
     rendezvous on the allocation's first host; node count, node rank and cores come from Slurm at run time."""
     node_env = {} if "OMP_NUM_THREADS" in env else \
         {"OMP_NUM_THREADS": f"$(( SLURM_CPUS_ON_NODE / {nproc} > 1 ? SLURM_CPUS_ON_NODE / {nproc} : 1 ))"}
     if backend == "single":
-        return [(facts.python, "-m", WORKER_MODULE, run_dir)], node_env
+        return node_argvs(cfg, facts, backend, nproc, run_dir), node_env
     return [(facts.python, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--max-restarts=0",
              "-m", WORKER_MODULE, run_dir)], {**SLURM_RENDEZVOUS, **node_env}
 

@@ -31,7 +31,7 @@ def facts(cfg=None, **kw) -> Facts:
     hostfile = read_hostfile(cfg.hostfile) if cfg is not None and cfg.hostfile else None
     base = dict(python="/usr/bin/python3", hostname="testhost", cpu_count=8, visible_gpus=8, paths={},
                 output_dir=RunDirFacts(), ds_configs=ds, hostfile=hostfile,
-                host_memory_total=64 * GIB, host_memory_available=48 * GIB, free_port=41000,
+                host_memory_total=64 * GIB, free_port=41000,
                 deepspeed_version="0.19.8", cxx_toolchain=True, **({"data": data} if data else {}))
     base.update(kw)
     return Facts(**base)

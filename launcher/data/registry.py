@@ -69,9 +69,6 @@ class DatasetAttr:
             return "pairwise"
         return "kto" if "kto_tag" in self.columns else "conversation"
 
-    def column(self, role: str) -> Optional[str]:
-        return self.columns.get(role)
-
     def record(self) -> dict[str, Any]:
         """A JSON-able description (run dir, cache key)."""
         return {"name": self.name, "source": self.source, "path": self.path, "formatting": self.formatting,
