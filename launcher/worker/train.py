@@ -58,7 +58,8 @@ class Worker:
         # transformers holds that ds config by a weak reference. Each stage builds its own (TRL) config too.
         from transformers import TrainingArguments
 
-        self.args = TrainingArguments(**self.training_kwargs())
+        self.train_kwargs = self.training_kwargs()
+        self.args = TrainingArguments(**self.train_kwargs)
         log.info("device %s", self.args.device)  # sets up torch.distributed (accelerate's PartialState)
         if cfg.zero.name != "none":
             import deepspeed
@@ -138,7 +139,7 @@ class Worker:
         if preempt:
             callbacks.append(preempt)
         inputs = StageInputs(cfg=self.cfg, tokenizer=self.tokenizer, model=self.model, data=self.data,
-                             args=self.training_kwargs(), callbacks=callbacks, precision=self.precision)
+                             args=self.train_kwargs, callbacks=callbacks, precision=self.precision)
         trainer = stage.build(inputs)
         if trainer.is_deepspeed_enabled:
             trainer.add_callback(SaveResolvedDsConfig(self.run.ds_config, trainer))
