@@ -19,12 +19,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from launcher import PROJECT_ROOT, schema
+from launcher.exitcodes import EXIT_USAGE
 from launcher.facts import gather_facts
 from launcher.plan import LaunchPlan, build_plan
 from launcher.rundir import RunDir, clear_run_dir, new_run_dir, write_run_dir
 from launcher.validate import unknown_override_keys, validate
-
-EXIT_USAGE = 2
 
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 schema.register()

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from launcher.exitcodes import EXIT_USAGE  # noqa: F401  (export and chat exit with it)
 from launcher.rundir import RunDir
 from launcher.schema import load_run_config
-
-EXIT_USAGE = 2
 
 
 class RunError(ValueError):

@@ -3,6 +3,8 @@
     config.yaml  overrides.yaml  plan.json  launch.sh  env.json  data.json  logs/rank{N}.log  metrics.jsonl
     ds_config.auto.json (ZeRO: what the worker hands the Trainer)  ds_config.json (what DeepSpeed received)
     tensorboard/  wandb/  checkpoints/checkpoint-N/  final/  summary.json
+    attempts/N/ (each launch's config, overrides, launch.sh)  attempts.jsonl (every attempt's events)
+    launch.lock (who holds the run dir)  interrupted.json (stopped by a signal after a checkpoint)
     sbatch.sh  slurm/{job_ids, %j.out, attempts.log, exit_code}          (cluster=slurm)
 """
 from __future__ import annotations
@@ -81,6 +83,26 @@ class RunDir:
         return self.root / "summary.json"
 
     @property
+    def attempts(self) -> Path:
+        """attempts/N/: what each launch into this run dir was given (config, overrides, launch.sh)."""
+        return self.root / "attempts"
+
+    @property
+    def attempts_log(self) -> Path:
+        """attempts.jsonl: one JSON object per event of an attempt (launch, restart, train begin/end, exit)."""
+        return self.root / "attempts.jsonl"
+
+    @property
+    def lock(self) -> Path:
+        """launch.lock: the launch (pid@host, or Slurm job) that holds this run dir."""
+        return self.root / "launch.lock"
+
+    @property
+    def interrupted(self) -> Path:
+        """interrupted.json: the ranks stopped on a signal after saving a checkpoint (resume=true continues)."""
+        return self.root / "interrupted.json"
+
+    @property
     def sbatch_sh(self) -> Path:
         return self.root / "sbatch.sh"
 
@@ -122,6 +144,30 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def append_event(run: RunDir, event: Mapping[str, Any]) -> None:
+    """One line of attempts.jsonl. A single write of a whole line to an O_APPEND file: lines written by the
+    launcher, launch.sh and rank 0 never interleave."""
+    line = json.dumps(dict(event), default=str) + "\n"
+    fd = os.open(run.attempts_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def read_events(run: RunDir) -> list[dict[str, Any]]:
+    """attempts.jsonl as a list (a torn last line, from a kill mid-write, is skipped)."""
+    if not run.attempts_log.is_file():
+        return []
+    events = []
+    for line in run.attempts_log.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
 
 
 def write_run_dir(run: RunDir, *, config: Mapping[str, Any], overrides: Sequence[str], plan: Mapping[str, Any],

@@ -331,6 +331,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     dataloader_num_workers: int = 0
     dataloader_drop_last: bool = False
+    #: seconds a rank waits in a collective (and in the preflight) before the run ends naming it
+    #: (TrainingArguments' and LLaMA-Factory's ddp_timeout)
+    ddp_timeout: int = 1800
 
 
 @dataclass
@@ -376,6 +379,10 @@ class LaunchConfig:
     global_batch_size: Optional[int] = None
     #: cluster=slurm: follow the submitted job and exit with its status
     wait: bool = False
+    #: after a rank dies, restart the rank group this many times, resuming from the newest complete checkpoint
+    max_restarts: int = 3
+    #: every rank checks its device, free disk, the shared run dir and one collective before the model loads
+    preflight: bool = True
 
 
 def schema_fields(path: str) -> Optional[list[str]]:

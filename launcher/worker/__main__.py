@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _die_with_parent()
     from launcher.data.registry import DataError
+    from launcher.exitcodes import EXIT_USAGE
     from launcher.worker.train import Worker
 
     worker = Worker(args.run_dir)
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:  # bad data found only now (past the first rows validate scans): no traceback
         logging.getLogger("launcher.worker").error("data: %s", e)
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     finally:
         worker.cleanup()
     return 0
