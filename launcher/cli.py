@@ -231,6 +231,7 @@ def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool, holde
     if not wait:
         return 0
     states = slurm.wait_for(job_id)
+    release_all()  # the job has ended: it holds the run dir no more
     return max((s.exit_code or 0) if s.state == "COMPLETED" else max(1, s.exit_code or 0) for s in states)
 
 

@@ -3,7 +3,7 @@
     config.yaml  overrides.yaml  plan.json  launch.sh  env.json  data.json  logs/rank{N}.log  metrics.jsonl
     ds_config.auto.json (ZeRO: what the worker hands the Trainer)  ds_config.json (what DeepSpeed received)
     tensorboard/  wandb/  checkpoints/checkpoint-N/  final/  summary.json
-    attempts/N/ (each launch's config, overrides, launch.sh)  attempts.jsonl (every attempt's events)
+    attempts/N/ (each launch's config, overrides, plan, launch.sh, config_changes.json)  attempts.jsonl (events)
     launch.lock (who holds the run dir)  interrupted.json (stopped by a signal after a checkpoint)
     sbatch.sh  slurm/{job_ids, %j.out, attempts.log, exit_code}          (cluster=slurm)
 """
