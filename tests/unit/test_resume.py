@@ -83,14 +83,15 @@ def test_a_changed_learning_rate_is_warned_and_a_changed_model_refused():
                      config=old, next_attempt=2, **RESUMABLE)
     by_key = {p.key: p for p in found}
     lr = by_key["train.learning_rate"]
-    assert not lr.error and f"was {old['train']['learning_rate']}" in lr.fix and "attempts/2/config_changes.json" in lr.fix
+    assert not lr.error and f"was {old['train']['learning_rate']}" in lr.fix
+    assert "attempts/2/config_changes.json" in lr.fix
     model = by_key["model.model_name_or_path"]
     assert model.error and f"model.model_name_or_path={old['model']['model_name_or_path']}" in model.fix
 
 
 def test_changes_are_not_checked_when_the_launch_starts_fresh():
-    assert problems("resume=auto", "model.model_name_or_path=/other/model", config=resolved(), exists=True) \
-        == [p for p in problems("resume=auto", "model.model_name_or_path=/other/model", exists=True)]
+    fresh = problems("resume=auto", "model.model_name_or_path=/other/model", config=resolved(), exists=True)
+    assert not [p for p in fresh if p.key.startswith(("model.", "train."))]
 
 
 def test_config_changes_refuse_what_a_checkpoint_cannot_load_into():
