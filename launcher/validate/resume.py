@@ -133,8 +133,8 @@ def _no_checkpoint_detail(facts: Facts) -> str:
         return "the directory does not exist"
     if out.incomplete_checkpoints:
         names = out.incomplete_checkpoints
-        return (f"{', '.join(names)} {'has' if len(names) == 1 else 'have'} no completion marker: "
-                f"{'its' if len(names) == 1 else 'their'} save was cut off")
+        return (f"{', '.join(names)} {'has' if len(names) == 1 else 'have'} no completion marker: a save cut off "
+                "midway, or written by a launcher before markers")
     return "no checkpoints/checkpoint-N in it"
 
 
