@@ -43,10 +43,6 @@ def check_slurm(cfg: Any, facts: Facts) -> Iterator[Problem]:
                       "dry_run=true to see the script, or cluster=local")
     if c.signal.removeprefix("SIG") not in SIGNALS or c.signal.startswith("SIG"):
         yield Problem("cluster.signal", c.signal, f"use one of {', '.join(SIGNALS)} (USR2 by default: NCCL may use USR1)")
-    if c.signal_time < 1:
-        yield Problem("cluster.signal_time", c.signal_time, "seconds before the end; must be >= 1, e.g. 120")
-    if c.max_requeues < 0:
-        yield Problem("cluster.max_requeues", c.max_requeues, "must be >= 0 (0: never requeue)")
     if c.time is not None:
         limit = slurm_time_seconds(str(c.time))
         if limit is None:
@@ -57,5 +53,3 @@ def check_slurm(cfg: Any, facts: Facts) -> Iterator[Problem]:
     if c.gpus_per_node is not None and c.gpus_per_node < cfg.gpus and cfg.device == Device.cuda:
         yield Problem("cluster.gpus_per_node", c.gpus_per_node, f"fewer GPUs than gpus={cfg.gpus} ranks per node; "
                       f"leave it unset (= gpus) or raise it")
-    if c.array_parallelism is not None and c.array_parallelism < 1:
-        yield Problem("cluster.array_parallelism", c.array_parallelism, "must be >= 1, or null for no limit")

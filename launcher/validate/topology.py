@@ -15,11 +15,8 @@ WANDB_MODES = ("online", "offline", "disabled")
 
 
 def check_topology(cfg: Any, facts: Facts) -> Iterator[Problem]:
-    if cfg.gpus < 1:
-        yield Problem("gpus", cfg.gpus, "must be >= 1 (processes per node); use gpus=1 for a single process")
-    if cfg.nodes < 1:
-        yield Problem("nodes", cfg.nodes, "must be >= 1; use nodes=1 on one machine")
-    elif cfg.nodes > 1 and cfg.cluster.name == ClusterType.local:
+    # gpus, nodes >= 1: schema ranges (validate/ranges.py)
+    if cfg.nodes > 1 and cfg.cluster.name == ClusterType.local:
         yield from _check_local_nodes(cfg, facts)
     elif cfg.nodes == 1 and cfg.node_rank != 0:
         yield Problem("node_rank", cfg.node_rank, "must be 0 with nodes=1")
@@ -76,12 +73,7 @@ def _nearest_multiples(value: int, step: int) -> list[int]:
 def check_batch(cfg: Any) -> Iterator[Problem]:
     t = cfg.train
     world = cfg.gpus * cfg.nodes
-    if t.per_device_train_batch_size < 1:
-        yield Problem("train.per_device_train_batch_size", t.per_device_train_batch_size, "must be >= 1")
-        return
-    if t.gradient_accumulation_steps < 1:
-        yield Problem("train.gradient_accumulation_steps", t.gradient_accumulation_steps, "must be >= 1")
-    if cfg.global_batch_size is None or world < 1:
+    if cfg.global_batch_size is None or world < 1 or t.per_device_train_batch_size < 1:
         return
     step = t.per_device_train_batch_size * world
     if cfg.global_batch_size < 1 or cfg.global_batch_size % step:
