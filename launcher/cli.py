@@ -22,6 +22,7 @@ from launcher import PROJECT_ROOT, schema
 from launcher.exitcodes import EXIT_USAGE
 from launcher.facts import gather_facts
 from launcher.plan import LaunchPlan, build_plan
+from launcher.typed import settle_typed, typed_keys
 from launcher.rundir import RunDir, clear_run_dir, new_run_dir, write_run_dir
 from launcher.validate import unknown_override_keys, validate
 
@@ -40,8 +41,10 @@ class PendingArray:
 
 def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | None = None,
                pending: PendingArray | None = None) -> int:
+    typed = typed_keys(overrides)
+    cfg, notes = settle_typed(cfg, typed)  # a typed key wins over a value a recipe derives from another
     facts = gather_facts(cfg)
-    problems = validate(cfg, facts)
+    problems = notes + validate(cfg, facts, typed)
     for p in problems:
         print(p, file=sys.stderr)
     if any(p.error for p in problems):

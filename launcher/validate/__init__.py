@@ -14,6 +14,7 @@ from launcher.validate.keys import check_schema, unknown_override_keys
 from launcher.validate.model import check_adapter, check_adapter_paths, check_model, check_precision, check_quantization
 from launcher.validate.problem import Problem
 from launcher.validate.ranges import check_ranges
+from launcher.validate.typed import check_typed
 from launcher.validate.slurm import check_slurm, slurm_time_seconds
 from launcher.validate.stages import check_stage
 from launcher.validate.topology import check_batch, check_logger, check_output, check_topology
@@ -21,13 +22,14 @@ from launcher.validate.topology import check_batch, check_logger, check_output, 
 __all__ = ["Problem", "slurm_time_seconds", "unknown_override_keys", "validate"]
 
 
-def validate(cfg: Any, facts: Facts) -> list[Problem]:
+def validate(cfg: Any, facts: Facts, typed: frozenset[str] = frozenset()) -> list[Problem]:
+    """typed: the keys typed on the command line (launcher.typed.typed_keys), which must not be dropped."""
     ranges = list(check_ranges(cfg))
     # A value outside its schema range is reported once, by the range check, not again by a later check;
     # a later check whose arithmetic that value breaks (a division by gpus=0) is skipped.
     out_of_range = {p.key for p in ranges}
     problems = list(ranges)
-    for check in CHECKS:
+    for check in (*CHECKS, lambda cfg, facts: check_typed(cfg, facts, typed)):
         try:
             found = list(check(cfg, facts))
         except ArithmeticError:
