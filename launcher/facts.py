@@ -24,6 +24,8 @@ from launcher.data.registry import DataError, PathInfo, dataset_names, local_pat
 from launcher.rundir import RunDir, find_run_root
 from launcher.schema import split_list
 from launcher.envinfo import package_version
+from launcher.meta_model import ModuleFacts, module_facts
+from launcher.modules import configured_names
 
 #: rows of a data file whose keys are kept for validation (bounded so huge files validate quickly)
 SCANNED_ROWS = 10_000
@@ -108,6 +110,18 @@ class RunRefFacts:
 
 
 @dataclass(frozen=True)
+class ModelDirFacts:
+    """What a local model directory holds: the files from_pretrained needs."""
+    config: bool = False
+    #: tokenizer files found (tokenizer.json, tokenizer.model, vocab files, ...)
+    tokenizer: tuple[str, ...] = ()
+    #: weight files found (*.safetensors, *.bin, or their index)
+    weights: tuple[str, ...] = ()
+    #: shards a weight index names that are not there
+    missing_shards: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Facts:
     python: str = sys.executable
     hostname: str = "localhost"
@@ -143,6 +157,10 @@ class Facts:
     cuda_visible_devices: Optional[str] = None
     #: paths naming earlier runs (adapter_name_or_path entries, stage.reward_model, stage.ref_model) -> their facts
     runs: Mapping[str, RunRefFacts] = field(default_factory=dict)
+    #: the files of a local model directory; None for a hub id or a missing directory
+    model_dir: Optional[ModelDirFacts] = None
+    #: a local model's modules, built from config.json on the meta device; None when the config names none
+    model_modules: Optional[ModuleFacts] = None
 
 
 def is_local_path(name: str) -> bool:
@@ -206,6 +224,28 @@ def read_model_config(path: str) -> dict[str, Any]:
     # multimodal configs keep the language model's numbers in text_config
     text = config.get("text_config") or {}
     return {k: config.get(k, text.get(k)) for k in MODEL_CONFIG_KEYS if k in config or k in text}
+
+
+#: files that make a tokenizer: fast (tokenizer.json), sentencepiece, BPE/WordPiece vocabularies, tiktoken
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json",
+                   "vocab.txt", "merges.txt")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def scan_model_dir(path: str) -> ModelDirFacts:
+    d = Path(path).expanduser()
+    names = sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+    tokenizer = tuple(n for n in names if n in TOKENIZER_FILES or n.endswith(".tiktoken"))
+    weights = tuple(n for n in names if n.endswith((".safetensors", ".bin")) or n in WEIGHT_INDEXES)
+    missing: list[str] = []
+    for index in (n for n in WEIGHT_INDEXES if n in names):
+        try:
+            shards = set(json.loads((d / index).read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        missing += sorted(s for s in shards if s not in names)
+    return ModelDirFacts(config="config.json" in names, tokenizer=tokenizer, weights=weights,
+                         missing_shards=tuple(missing))
 
 
 def read_adapter_type(path: str) -> Optional[str]:
@@ -417,6 +457,7 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
     local_model = is_local_path(model)
     paths = {model: Path(model).expanduser().exists()} if local_model else {}
     zero = cfg.zero.name != "none"
+    model_dir = scan_model_dir(model) if paths.get(model) else None
     return Facts(
         python=sys.executable,
         hostname=socket.gethostname(),
@@ -439,4 +480,9 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
         cxx_toolchain=bool((shutil.which("c++") or shutil.which("g++")) and shutil.which("ninja")),
         cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
         runs={p: scan_run_ref(str(p)) for p in run_refs(cfg)},
+        model_dir=model_dir,
+        model_modules=module_facts(model, trust_remote_code=bool(cfg.model.trust_remote_code),
+                                   sequence_classifier=str(getattr(cfg.stage.name, "value", cfg.stage.name)) == "rm",
+                                   transformers_version=package_version("transformers"))
+        if model_dir and model_dir.config and configured_names(cfg.adapter) else None,
     )
