@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from launcher.data.templates import special_markers
 from launcher.data.registry import DataError, PathInfo, dataset_names, local_paths, probe_path, read_registry
 from launcher.rundir import RunDir, find_run_root
 from launcher.schema import split_list
@@ -161,6 +162,11 @@ class Facts:
     model_dir: Optional[ModelDirFacts] = None
     #: a local model's modules, built from config.json on the meta device; None when the config names none
     model_modules: Optional[ModuleFacts] = None
+    #: data.template's special-token markers -> whether a local model's tokenizer.json holds each
+    template_tokens: Mapping[str, bool] = field(default_factory=dict)
+    #: logger=wandb with wandb_mode=online: a WANDB_API_KEY or a netrc entry for the wandb host exists
+    #: (None: not needed); the value itself is never read into the facts
+    wandb_credentials: Optional[bool] = None
 
 
 def is_local_path(name: str) -> bool:
@@ -246,6 +252,37 @@ def scan_model_dir(path: str) -> ModelDirFacts:
         missing += sorted(s for s in shards if s not in names)
     return ModelDirFacts(config="config.json" in names, tokenizer=tokenizer, weights=weights,
                          missing_shards=tuple(missing))
+
+
+def tokenizer_holds(model_dir: str, tokens: list[str]) -> dict[str, bool]:
+    """Which of tokens a local tokenizer.json has as single tokens (added tokens or vocabulary); {} when the
+    directory has no tokenizer.json (a sentencepiece-only tokenizer is not read here)."""
+    if not tokens:
+        return {}
+    try:
+        data = json.loads((Path(model_dir).expanduser() / "tokenizer.json").read_text(encoding="utf-8"))
+        vocab = data.get("model", {}).get("vocab") or {}
+        known = {a.get("content") for a in data.get("added_tokens") or []}
+        known |= set(vocab) if isinstance(vocab, dict) else {v[0] for v in vocab if isinstance(v, list) and v}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+    return {t: t in known for t in tokens}
+
+
+def has_wandb_credentials(env: Mapping[str, str], netrc_path: Optional[str] = None) -> bool:
+    """WANDB_API_KEY set, or a netrc entry (`wandb login` writes one) for the wandb host; the value is not kept."""
+    if env.get("WANDB_API_KEY"):
+        return True
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(env.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    path = netrc_path or env.get("NETRC") or str(Path(env.get("HOME") or Path.home()) / ".netrc")
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
 
 
 def read_adapter_type(path: str) -> Optional[str]:
@@ -485,4 +522,7 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
                                    sequence_classifier=str(getattr(cfg.stage.name, "value", cfg.stage.name)) == "rm",
                                    transformers_version=package_version("transformers"))
         if model_dir and model_dir.config and configured_names(cfg.adapter) else None,
+        template_tokens=tokenizer_holds(model, special_markers(str(cfg.data.template))) if model_dir else {},
+        wandb_credentials=has_wandb_credentials(env) if "wandb" in cfg.logger.report_to
+        and cfg.logger.wandb_mode == "online" else None,
     )

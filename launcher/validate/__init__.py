@@ -55,6 +55,6 @@ CHECKS: tuple[Callable[[Any, Facts], Iterable[Problem]], ...] = (
     check_stage,
     lambda cfg, facts: check_batch(cfg),
     check_output,
-    lambda cfg, facts: check_logger(cfg),
+    check_logger,
     check_slurm,
 )

@@ -22,6 +22,12 @@ def check_data(cfg: Any, facts: Facts) -> Iterator[Problem]:
                       "data file or a directory; several as 'a,b' (quoted) or [a,b]")
     if d.template not in TEMPLATE_NAMES:
         yield Problem("data.template", d.template, f"unknown template; use one of {', '.join(TEMPLATE_NAMES)}")
+    missing = [t for t, held in facts.template_tokens.items() if not held]
+    if missing:
+        yield Problem("data.template", d.template, f"writes special tokens the tokenizer of "
+                      f"{cfg.model.model_name_or_path} lacks: {', '.join(missing)} (they would be split into pieces "
+                      "and generation would not stop at the end of a turn); use the model's own template "
+                      "(data.template=auto) or one its tokenizer has the tokens of")
     yield from _check_data_numbers(cfg, len(names))
     if facts.data.registry_error:
         yield Problem("data.dataset_dir", d.dataset_dir, f"{facts.data.registry_error}; fix the file")

@@ -104,10 +104,14 @@ def check_output(cfg: Any, facts: Facts) -> Iterator[Problem]:
                       "to continue it, or overwrite_output_dir=true to start over")
 
 
-def check_logger(cfg: Any) -> Iterator[Problem]:
+def check_logger(cfg: Any, facts: Facts) -> Iterator[Problem]:
     for r in cfg.logger.report_to:
         if r not in REPORT_TO:
             yield Problem("logger.report_to", list(cfg.logger.report_to),
                           f"unknown logger {r!r}; use any of {', '.join(REPORT_TO)}, e.g. logger=tensorboard")
     if cfg.logger.wandb_mode not in WANDB_MODES:
         yield Problem("logger.wandb_mode", cfg.logger.wandb_mode, f"use one of {', '.join(WANDB_MODES)}")
+    if facts.wandb_credentials is False:
+        yield Problem("logger.wandb_mode", "online", "wandb has no credentials here: no WANDB_API_KEY in the "
+                      "environment and no api.wandb.ai entry in ~/.netrc; run `wandb login` (or export "
+                      "WANDB_API_KEY), or use logger.wandb_mode=offline and `wandb sync` later", error=not cfg.dry_run)
