@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -32,10 +32,15 @@ schema.register()
 
 @dataclass
 class PendingArray:
-    """Runs of a multirun sweep on Slurm, written but not yet submitted: they become one job array."""
+    """Runs of a multirun sweep on Slurm, validated and planned but not yet written: once Hydra's loop has
+    validated every job, either all are written and submitted as one job array, or none (one job has a problem)."""
 
     sweep_dir: str = ""
     plans: list[LaunchPlan] = field(default_factory=list)
+    #: write each planned job's run dir (deferred until every job validated)
+    writes: list[Callable[[], None]] = field(default_factory=list)
+    #: the overrides of each job that has problems
+    refused: list[str] = field(default_factory=list)
     wait: bool = False
 
 
@@ -48,12 +53,18 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
     for p in problems:
         print(p, file=sys.stderr)
     if any(p.error for p in problems):
+        if pending is not None:  # a sweep job: the sweep is refused once every job has been validated
+            pending.refused.append(" ".join(overrides))
+            print(f"launch: sweep job `{' '.join(overrides)}`: {sum(p.error for p in problems)} problem(s)",
+                  file=sys.stderr)
+            return 0
         print(f"launch: {sum(p.error for p in problems)} problem(s) in the config; nothing was started.",
               file=sys.stderr)
         return EXIT_USAGE
 
     run_root = Path(cfg.output_dir).expanduser().resolve() if cfg.output_dir else \
-        new_run_dir(cfg.output_root, cfg.name, now or datetime.now())
+        new_run_dir(cfg.output_root, cfg.name, now or datetime.now(), taken=[p.run_dir for p in pending.plans]
+                    if pending else ())
     plan = build_plan(cfg, facts, str(run_root))
     run = RunDir(run_root)
     script = plan.to_shell(cwd=os.getcwd())
@@ -73,15 +84,20 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
 
     from launcher.envinfo import env_info
 
-    if cfg.overwrite_output_dir and run.root.exists():
-        clear_run_dir(run)
-    write_run_dir(run, config=plan.config, overrides=overrides, plan=plan.to_dict(), launch_sh=script,
-                  env=env_info(facts.visible_gpus, plan.ranks[0].device),
-                  ds_config=plan.zero.ds_config if plan.zero else None)
+    def write() -> None:
+        if cfg.overwrite_output_dir and run.root.exists():
+            clear_run_dir(run)
+        write_run_dir(run, config=plan.config, overrides=overrides, plan=plan.to_dict(), launch_sh=script,
+                      env=env_info(facts.visible_gpus, plan.ranks[0].device),
+                      ds_config=plan.zero.ds_config if plan.zero else None)
+
     if slurm and pending is not None:
         pending.plans.append(plan)
-        print(f"launch: {run.root} written; submitted with the sweep's job array", file=sys.stderr)
+        pending.writes.append(write)
+        print(f"launch: {run.root} planned; written and submitted with the sweep's job array once every job "
+              "validates", file=sys.stderr)
         return 0
+    write()
     if slurm:
         return submit_runs([plan], script_dir=run.root, wait=cfg.wait)
 
@@ -206,8 +222,23 @@ def main() -> None:
         if e.code == 1 and not _task_started:
             sys.exit(EXIT_USAGE)
         raise
-    if _pending.plans:
-        sys.exit(submit_runs(_pending.plans, script_dir=Path(_pending.sweep_dir).resolve(), wait=_pending.wait))
+    sys.exit(finish_sweep(_pending))
+
+
+def finish_sweep(pending: PendingArray) -> int:
+    """After Hydra's loop: refuse the whole Slurm sweep if any job has a problem, else write and submit all."""
+    if pending.refused:
+        total = len(pending.refused) + len(pending.plans)
+        print(f"launch: {len(pending.refused)} of {total} sweep job(s) have problems (listed above); no run dir was "
+              "written and nothing was submitted:", file=sys.stderr)
+        for overrides in pending.refused:
+            print(f"  {overrides}", file=sys.stderr)
+        return EXIT_USAGE
+    if not pending.plans:
+        return 0
+    for write in pending.writes:
+        write()
+    return submit_runs(pending.plans, script_dir=Path(pending.sweep_dir).resolve(), wait=pending.wait)
 
 
 if __name__ == "__main__":

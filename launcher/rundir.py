@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Collection, Mapping, Optional, Sequence
 
 import yaml
 
@@ -122,11 +122,12 @@ def find_run_root(path: str | Path) -> Path | None:
     return next((d for d in (p, p.parent, p.parent.parent) if RunDir(d).config.is_file()), None)
 
 
-def new_run_dir(output_root: str, name: str, now: datetime) -> Path:
-    """<output_root>/<name>/<timestamp>, suffixed -1, -2, ... when runs start in the same second."""
+def new_run_dir(output_root: str, name: str, now: datetime, taken: Collection[str] = ()) -> Path:
+    """<output_root>/<name>/<timestamp>, suffixed -1, -2, ... when runs start in the same second (or the path
+    is `taken` by a sweep job planned but not yet written)."""
     base = Path(output_root).expanduser().resolve() / name / now.strftime("%Y%m%d-%H%M%S")
     path, n = base, 0
-    while path.exists():
+    while path.exists() or str(path) in taken:
         n += 1
         path = base.with_name(f"{base.name}-{n}")
     return path
