@@ -5,8 +5,10 @@ User mistakes (bad keys, bad values) exit 2 with one message per problem, before
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +24,7 @@ from launcher import PROJECT_ROOT, schema
 from launcher.exitcodes import EXIT_USAGE
 from launcher.facts import gather_facts
 from launcher.plan import LaunchPlan, build_plan
+from launcher.secrets import env_indirect, redact
 from launcher.typed import settle_typed, typed_keys
 from launcher.rundir import RunDir, clear_run_dir, new_run_dir, write_run_dir
 from launcher.validate import unknown_override_keys, validate
@@ -75,9 +78,9 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
             from launcher.backends.slurm import script_for
 
             print(f"# ---- {run.sbatch_sh} (submitted with sbatch --parsable)")
-            print(script_for([plan], cwd=os.getcwd(), output=str(run.slurm_output)), end="")
+            print(env_indirect(script_for([plan], cwd=os.getcwd(), output=str(run.slurm_output)))[0], end="")
             print(f"# ---- {run.launch_sh} (run on every node by srun)")
-        print(script, end="")
+        print(redact(script), end="")
         return 0
     if cfg.prepare_only:
         return prepare_data(plan.config)
@@ -103,7 +106,7 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
 
     from launcher.backends.local import execute
 
-    print(script, end="", flush=True)
+    print(redact(script), end="", flush=True)
     rc = execute(run.launch_sh, str(plan.node_rank))
     print(f"launch: run dir {run.root} (exit {rc})", file=sys.stderr)
     return rc
@@ -120,12 +123,14 @@ def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool) -> in
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    # Secrets in cluster.setup stay out of sbatch.sh: the script names a variable, sbatch's environment holds it.
+    script, secret_env = env_indirect(script)
     path = script_dir / "sbatch.sh"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(script)
     (script_dir / "slurm").mkdir(exist_ok=True)
     try:
-        job_id = slurm.submit(str(path))
+        job_id = slurm.submit(str(path), run=functools.partial(subprocess.run, env={**os.environ, **secret_env}))
     except slurm.SlurmError as e:
         (script_dir / "slurm" / "submit_error.txt").write_text(str(e) + "\n")
         print(f"error: sbatch refused the job: {e}\n  check the cluster.* keys (partition, account, qos, time, "

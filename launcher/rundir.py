@@ -19,6 +19,8 @@ from typing import Any, Collection, Mapping, Optional, Sequence
 
 import yaml
 
+from launcher.secrets import redact, redact_config
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -173,13 +175,14 @@ def read_events(run: RunDir) -> list[dict[str, Any]]:
 
 def write_run_dir(run: RunDir, *, config: Mapping[str, Any], overrides: Sequence[str], plan: Mapping[str, Any],
                   launch_sh: str, env: Mapping[str, Any], ds_config: Optional[Mapping[str, Any]] = None) -> None:
-    """Everything a worker (or a person) needs, written before any process starts."""
+    """Everything a worker (or a person) needs, written before any process starts; a token, key or password
+    typed into the launch is written as *** (launcher/secrets.py: its value reaches the job by environment)."""
     run.logs.mkdir(parents=True, exist_ok=True)
-    _write(run.config, yaml.safe_dump(dict(config), sort_keys=False))
-    _write(run.overrides, yaml.safe_dump(list(overrides)))
-    _write(run.plan, json.dumps(plan, indent=2) + "\n")
+    _write(run.config, yaml.safe_dump(redact_config(dict(config)), sort_keys=False))
+    _write(run.overrides, yaml.safe_dump([redact(str(o)) for o in overrides]))
+    _write(run.plan, json.dumps(redact_config(dict(plan)), indent=2) + "\n")
     if ds_config is not None:
         _write(run.ds_config_auto, json.dumps(ds_config, indent=2) + "\n")
-    _write(run.launch_sh, launch_sh)
+    _write(run.launch_sh, redact(launch_sh))
     run.launch_sh.chmod(0o755)
-    _write(run.env, json.dumps(env, indent=2) + "\n")
+    _write(run.env, json.dumps(redact_config(dict(env)), indent=2) + "\n")
