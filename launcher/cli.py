@@ -143,8 +143,10 @@ def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool) -> in
             (run.root / "sbatch.sh").write_text(script)
         with run.job_ids.open("a") as f:
             f.write((f"{job_id}_{i}" if array else job_id) + "\n")
+    cpus = slurm.options_for(plans[0], output).get("cpus-per-task")
     print(f"launch: submitted job {job_id}" + (f" (array of {len(plans)})" if array else "")
-          + f", {plans[0].nodes} node(s) x {plans[0].nproc_per_node} rank(s)")
+          + f", {plans[0].nodes} node(s) x {plans[0].nproc_per_node} rank(s), "
+          + (f"{cpus} CPU(s) per node" if cpus else "every CPU of each node (exclusive)"))
     for plan in plans:
         print(f"  run dir: {plan.run_dir}")
     first = plans[0].run_dir
