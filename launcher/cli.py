@@ -191,6 +191,10 @@ def _hydra_main(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:  # Hydra's record of the sweep holds the typed overrides: no secret in it
+        record = Path(hc.sweep.dir) / "multirun.yaml"
+        if record.is_file():
+            record.write_text(redact(record.read_text()))
     sweep_on_slurm = hc.mode == RunMode.MULTIRUN and cfg.cluster.name == "slurm" and not cfg.dry_run
     if sweep_on_slurm:
         _pending.sweep_dir, _pending.wait = hc.sweep.dir, cfg.wait

@@ -60,3 +60,23 @@ def test_cli_slurm_submission_writes_no_secret_and_passes_it_by_environment(tmp_
     assert 'export WANDB_API_KEY="${WANDB_API_KEY}"' in (run / "sbatch.sh").read_text()
     assert seen.read_text().split() == [KEY, HF]
     assert KEY not in r.stdout + r.stderr
+
+
+def test_a_secret_in_a_problem_is_not_echoed():
+    from launcher.validate.problem import Problem
+
+    assert HF not in str(Problem("something.token", HF, "unknown key"))
+    assert KEY not in str(Problem("cluster.setup", [f"export WANDB_API_KEY={KEY}"], "bad"))
+
+
+def test_an_sbatch_export_that_drops_the_secrets_is_refused():
+    from launcher.validate import validate
+    from tests.support import compose, facts
+
+    cfg = compose("recipe=tiny_sft_lora", "device=cpu", "cluster=slurm", "dry_run=true",
+                  f"cluster.setup=['export HF_TOKEN={HF}']", "+cluster.additional_parameters.export=NONE")
+    [e] = [p for p in validate(cfg, facts(cfg)) if p.error]
+    assert e.key == "cluster.additional_parameters.export" and "HF_TOKEN" in e.fix and HF not in str(e)
+    ok = compose("recipe=tiny_sft_lora", "device=cpu", "cluster=slurm", "dry_run=true",
+                 f"cluster.setup=['export HF_TOKEN={HF}']", "+cluster.additional_parameters.export='HF_TOKEN,PATH'")
+    assert [p for p in validate(ok, facts(ok)) if p.error] == []

@@ -39,9 +39,13 @@ def test_one_bad_job_refuses_the_sweep_and_nothing_is_written(tmp_path):
 def test_a_good_sweep_writes_every_run_dir_and_submits_one_array(tmp_path):
     env, log = fake_sbatch(tmp_path)
     root = tmp_path / "outputs"
+    secret = "hf_sweepSECRETvalue"
     r = run_launch("-m", "recipe=tiny_sft_lora", "device=cpu", "cluster=slurm", "train.learning_rate=1e-4,2e-4",
-                   f"output_root={root}", env=env)
+                   f"output_root={root}", f"cluster.setup=['export HF_TOKEN={secret}']", env=env)
     assert r.returncode == 0, r.stderr
+    written = [p for p in root.rglob("*") if p.is_file()]
+    assert any(p.name == "multirun.yaml" for p in written)
+    assert not [p for p in written if secret in p.read_text()]
     dirs = run_dirs(root)
     assert len(dirs) == 2 and len(log.read_text().splitlines()) == 1
     assert sorted((d / "slurm" / "job_ids").read_text().split() for d in dirs) == [["4242_0"], ["4242_1"]]
