@@ -7,7 +7,7 @@ from typing import Any, Iterator
 from omegaconf import OmegaConf
 
 from launcher.facts import Facts
-from launcher.schema import AdapterType, ClusterType, Device, LoggerConfig
+from launcher.schema import ClusterType, Device, LoggerConfig
 from launcher.validate.problem import Problem, show
 from launcher.zero import uses_cpu_adam
 
@@ -37,7 +37,8 @@ def check_typed(cfg: Any, facts: Facts, typed: frozenset[str]) -> Iterator[Probl
     slurm = cfg.cluster.name == ClusterType.slurm
     for key in sorted(k for k in typed if k.startswith("cluster.")):
         if not slurm:
-            yield Problem(key, OmegaConf.select(cfg, key), "cluster=local does not read cluster.* keys; add cluster=slurm or drop it",
+            yield Problem(key, OmegaConf.select(cfg, key), "cluster=local does not read cluster.* keys; add "
+                          "cluster=slurm or drop it",
                           error=False)
     if slurm and "cluster.gpus_per_node" in typed and cfg.device == Device.cpu:
         yield Problem("cluster.gpus_per_node", cfg.cluster.gpus_per_node, "device=cpu requests no GPU; drop it or "
