@@ -9,7 +9,6 @@ from omegaconf import OmegaConf
 from launcher.facts import Facts
 from launcher.schema import ClusterType, Device, LoggerConfig
 from launcher.validate.problem import Problem, show
-from launcher.zero import uses_cpu_adam
 
 #: the adapters that read each adapter.* key (another adapter ignores it)
 ADAPTER_KEYS = {
@@ -56,13 +55,12 @@ def check_typed(cfg: Any, facts: Facts, typed: frozenset[str]) -> Iterator[Probl
                 yield Problem(f"logger.{k}", getattr(cfg.logger, k), "only wandb reads it; add logger=wandb or "
                               "drop it", error=False)
     if "train.optim" in typed and cfg.zero.name != "none":
+        # (under optimizer offload, validate/ds.py checks train.optim against DeepSpeedCPUAdam)
         ds = facts.ds_configs.get(cfg.zero.config) if cfg.zero.config else None
-        content = ds.content if ds is not None and isinstance(ds.content, dict) else None
-        if content is not None and ("optimizer" in content or uses_cpu_adam(content, facts)):
-            what = "its own optimizer section" if "optimizer" in content else "DeepSpeedCPUAdam (optimizer offload)"
-            yield Problem("train.optim", cfg.train.optim, f"the ds config {cfg.zero.config} replaces it with {what}; "
-                          "drop train.optim, or use a ds config without that (zero_force_ds_cpu_optimizer=false "
-                          "keeps train.optim under offload)")
+        if ds is not None and isinstance(ds.content, dict) and "optimizer" in ds.content:
+            yield Problem("train.optim", cfg.train.optim, f"the ds config {cfg.zero.config} has its own optimizer "
+                          "section, which replaces it; drop train.optim, or the ds config's optimizer section",
+                          error=False)
 
 
 def _check_batch_keys(cfg: Any, typed: frozenset[str]) -> Iterator[Problem]:

@@ -1,6 +1,8 @@
 """A key typed on the command line is never silently overridden or ignored (launcher/typed.py, validate/typed.py)."""
 from __future__ import annotations
 
+import json
+
 from launcher.plan import plan_batch
 from launcher.typed import settle_typed, typed_keys
 from launcher.validate import validate
@@ -75,3 +77,16 @@ def test_cli_runs_with_the_typed_grad_accum_and_says_so(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "gradient_accumulation_steps 3 x world size 2 = global batch 24" in r.stdout
     assert "wins over global_batch_size=8" in r.stderr
+
+
+def test_typed_optim_that_the_ds_configs_optimizer_replaces_is_warned(tmp_path):
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": "auto",
+                              "gradient_accumulation_steps": "auto",
+                              "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}))
+    _, _, problems = settled("recipe=tiny_sft_lora", "device=cpu", "gpus=2", "zero=custom", f"zero.config={ds}",
+                             "train.optim=sgd")
+    [w] = [p for p in problems if p.key == "train.optim"]
+    assert not w.error and "own optimizer section" in w.fix
+    _, _, problems = settled("recipe=tiny_sft_lora", "device=cpu", "gpus=2", "zero=2", "train.optim=sgd")
+    assert not [p for p in problems if p.key == "train.optim"]
