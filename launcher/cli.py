@@ -247,6 +247,13 @@ def finish_sweep(pending: PendingArray) -> int:
         return EXIT_USAGE
     if not pending.plans:
         return 0
+    from launcher.backends import slurm
+
+    try:  # runs asking for different resources cannot share one array: refused before anything is written
+        slurm.script_for(pending.plans, cwd=os.getcwd(), output="")
+    except ValueError as e:
+        print(f"error: {e}\nlaunch: no run dir was written and nothing was submitted.", file=sys.stderr)
+        return EXIT_USAGE
     for write in pending.writes:
         write()
     return submit_runs(pending.plans, script_dir=Path(pending.sweep_dir).resolve(), wait=pending.wait)

@@ -50,3 +50,12 @@ def test_a_good_sweep_writes_every_run_dir_and_submits_one_array(tmp_path):
     assert len(dirs) == 2 and len(log.read_text().splitlines()) == 1
     assert sorted((d / "slurm" / "job_ids").read_text().split() for d in dirs) == [["4242_0"], ["4242_1"]]
     assert "array of 2" in r.stdout
+
+
+def test_a_sweep_over_resources_is_refused_before_writing(tmp_path):
+    env, log = fake_sbatch(tmp_path)
+    root = tmp_path / "outputs"
+    r = run_launch("-m", "recipe=tiny_sft_lora", "device=cpu", "cluster=slurm", "gpus=1,2", f"output_root={root}",
+                   env=env)
+    assert r.returncode == 2 and "different resources" in r.stderr and "Traceback" not in r.stderr
+    assert run_dirs(root) == [] and not log.exists()
