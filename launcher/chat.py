@@ -14,7 +14,8 @@ import sys
 from typing import Any, Optional
 
 from launcher.data.templates import TemplateError, encode_prompt, stop_token_ids
-from launcher.inference import EXIT_USAGE, RunError, TrainedRun, load, open_run
+from launcher.exitcodes import EXIT_USAGE
+from launcher.inference import RunError, TrainedRun, load, open_run
 
 
 class Chat:

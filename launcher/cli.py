@@ -5,15 +5,17 @@ User mistakes (bad keys, bad values) exit 2 with one message per problem, before
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,6 +27,8 @@ from launcher.exitcodes import EXIT_USAGE
 from launcher.facts import Facts, gather_facts, read_config, read_lock
 from launcher.plan import LaunchPlan, build_plan
 from launcher.rundir import RunDir, append_event, clear_run_dir, new_run_dir, write_attempt, write_run_dir
+from launcher.secrets import env_indirect, redact, redact_config
+from launcher.typed import settle_typed, typed_keys
 from launcher.validate import unknown_override_keys, validate
 from launcher.validate.lock import lock_status, owns_run_dir
 from launcher.validate.resume import flatten, resume_changes, resume_mode, resumes_from
@@ -35,10 +39,15 @@ schema.register()
 
 @dataclass
 class PendingArray:
-    """Runs of a multirun sweep on Slurm, written but not yet submitted: they become one job array."""
+    """Runs of a multirun sweep on Slurm, validated and planned but not yet written: once Hydra's loop has
+    validated every job, either all are written and submitted as one job array, or none (one job has a problem)."""
 
     sweep_dir: str = ""
     plans: list[LaunchPlan] = field(default_factory=list)
+    #: take and write each planned job's run dir (deferred until every job validated); None: held by another
+    writes: list[Callable[[], Optional[dict]]] = field(default_factory=list)
+    #: the overrides of each job that has problems
+    refused: list[str] = field(default_factory=list)
     wait: bool = False
     #: run dir -> the lock this process holds on it (the job id is written into it after sbatch)
     holders: dict[str, dict] = field(default_factory=dict)
@@ -46,17 +55,25 @@ class PendingArray:
 
 def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | None = None,
                pending: PendingArray | None = None) -> int:
+    typed = typed_keys(overrides)
+    cfg, notes = settle_typed(cfg, typed)  # a typed key wins over a value a recipe derives from another
     facts = gather_facts(cfg)
-    problems = validate(cfg, facts)
+    problems = notes + validate(cfg, facts, typed)
     for p in problems:
         print(p, file=sys.stderr)
     if any(p.error for p in problems):
+        if pending is not None:  # a sweep job: the sweep is refused once every job has been validated
+            pending.refused.append(" ".join(overrides))
+            print(f"launch: sweep job `{' '.join(overrides)}`: {sum(p.error for p in problems)} problem(s)",
+                  file=sys.stderr)
+            return 0
         print(f"launch: {sum(p.error for p in problems)} problem(s) in the config; nothing was started.",
               file=sys.stderr)
         return EXIT_USAGE
 
     run_root = Path(cfg.output_dir).expanduser().resolve() if cfg.output_dir else \
-        new_run_dir(cfg.output_root, cfg.name, now or datetime.now())
+        new_run_dir(cfg.output_root, cfg.name, now or datetime.now(), taken=[p.run_dir for p in pending.plans]
+                    if pending else ())
     plan = build_plan(cfg, facts, str(run_root))
     run = RunDir(run_root)
     script = plan.to_shell(cwd=os.getcwd())
@@ -71,22 +88,52 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
             from launcher.backends.slurm import script_for
 
             print(f"# ---- {run.sbatch_sh} (submitted with sbatch --parsable)")
-            print(script_for([plan], cwd=os.getcwd(), output=str(run.slurm_output)), end="")
+            print(env_indirect(script_for([plan], cwd=os.getcwd(), output=str(run.slurm_output)))[0], end="")
             print(f"# ---- {run.launch_sh} (run on every node by srun)")
-        print(script, end="")
+        print(redact(script), end="")
         return 0
     if cfg.prepare_only:
         return prepare_data(plan.config)
     if not owns_run_dir(cfg):
         return run_other_node(plan, script)
-
-    holder = runlock.this_holder()
-    if not take_run_dir(run, holder, facts):
+    if slurm and pending is not None:
+        # a sweep job: its run dir is taken and written once every job of the sweep has validated
+        pending.plans.append(plan)
+        pending.writes.append(lambda: start_run(cfg, facts, plan, script, overrides))
+        print(f"launch: {run.root} planned; written and submitted with the sweep's job array once every job "
+              "validates", file=sys.stderr)
+        return 0
+    holder = start_run(cfg, facts, plan, script, overrides)
+    if holder is None:
         return EXIT_USAGE
     keep_lock = False  # a submitted Slurm job keeps it (it names the job); a local launch releases it at exit
     try:
-        from launcher.envinfo import env_info
+        if slurm:
+            keep_lock = True  # submit_runs releases it if sbatch refuses
+            return submit_runs([plan], script_dir=run.root, wait=cfg.wait, holders={plan.run_dir: holder})
 
+        from launcher.backends.local import execute
+
+        print(redact(script), end="", flush=True)
+        rc = execute(run.launch_sh, str(plan.node_rank))
+        print(f"launch: run dir {run.root} (exit {rc})", file=sys.stderr)
+        return rc
+    finally:
+        if not keep_lock:
+            runlock.release(run.lock, holder)
+
+
+def start_run(cfg: DictConfig, facts: Facts, plan: LaunchPlan, script: str, overrides: Sequence[str]
+              ) -> dict | None:
+    """Hold the run dir, then write it: the launch's files, attempts/N/ and the launch event. Returns the
+    holder, or None when another launch holds the run dir (said on stderr)."""
+    from launcher.envinfo import env_info
+
+    run = RunDir(Path(plan.run_dir))
+    holder = runlock.this_holder()
+    if not take_run_dir(run, holder, facts):
+        return None
+    try:
         resumed_from = resumes_from(cfg, facts)
         changes = [c.record() for c in resume_changes(cfg, facts)]
         if cfg.overwrite_output_dir and run.root.exists():
@@ -100,25 +147,11 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
         append_event(run, {"event": "launch", "time": time.time(), "attempt_dir": f"attempts/{attempt}",
                            "resume": cfg.resume, "resumed_from": resumed_from, "config_changes": changes,
                            "host": facts.hostname, "pid": os.getpid()})
-        report_resume(cfg, run, resumed_from)
-        if slurm:
-            keep_lock = True  # submit_runs releases it if sbatch refuses
-            if pending is not None:
-                pending.plans.append(plan)
-                pending.holders[plan.run_dir] = holder
-                print(f"launch: {run.root} written; submitted with the sweep's job array", file=sys.stderr)
-                return 0
-            return submit_runs([plan], script_dir=run.root, wait=cfg.wait, holders={plan.run_dir: holder})
-
-        from launcher.backends.local import execute
-
-        print(script, end="", flush=True)
-        rc = execute(run.launch_sh, str(plan.node_rank))
-        print(f"launch: run dir {run.root} (exit {rc})", file=sys.stderr)
-        return rc
-    finally:
-        if not keep_lock:
-            runlock.release(run.lock, holder)
+    except BaseException:
+        runlock.release(run.lock, holder)
+        raise
+    report_resume(cfg, run, resumed_from)
+    return holder
 
 
 def take_run_dir(run: RunDir, holder: dict, facts: Facts) -> bool:
@@ -162,7 +195,7 @@ def run_other_node(plan: LaunchPlan, script: str) -> int:
     run = RunDir(Path(plan.run_dir))
     deadline = time.monotonic() + NODE_WAIT_S
     print(f"launch: node {plan.node_rank}: waiting for node 0 to write {run.config}", file=sys.stderr)
-    while not same_launch(read_config(run.config), dict(plan.config)):
+    while not same_launch(read_config(run.config), redact_config(dict(plan.config))):
         if time.monotonic() > deadline:
             print(f"error: node_rank={plan.node_rank}: node 0 has not written this launch's {run.config} within "
                   f"{NODE_WAIT_S:.0f} s; start `launch ... node_rank=0` with the same arguments and output_dir",
@@ -172,12 +205,13 @@ def run_other_node(plan: LaunchPlan, script: str) -> int:
 
     from launcher.backends.local import execute
 
-    print(script, end="", flush=True)
+    print(redact(script), end="", flush=True)
     with tempfile.TemporaryDirectory(prefix=f"launch-node{plan.node_rank}-") as d:
         launch_sh = Path(d) / "launch.sh"
         launch_sh.write_text(script)
         rc = execute(launch_sh, str(plan.node_rank))
     print(f"launch: node {plan.node_rank}: run dir {run.root} (exit {rc})", file=sys.stderr)
+    return rc
     return rc
 
 
@@ -199,12 +233,14 @@ def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool, holde
         print(f"error: {e}", file=sys.stderr)
         release_all()
         return EXIT_USAGE
+    # Secrets in cluster.setup stay out of sbatch.sh: the script names a variable, sbatch's environment holds it.
+    script, secret_env = env_indirect(script)
     path = script_dir / "sbatch.sh"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(script)
     (script_dir / "slurm").mkdir(exist_ok=True)
     try:
-        job_id = slurm.submit(str(path))
+        job_id = slurm.submit(str(path), run=functools.partial(subprocess.run, env={**os.environ, **secret_env}))
     except slurm.SlurmError as e:
         (script_dir / "slurm" / "submit_error.txt").write_text(str(e) + "\n")
         release_all()
@@ -221,8 +257,10 @@ def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool, holde
             f.write(job + "\n")
         if plan.run_dir in holders:
             runlock.record_job(run.lock, holders[plan.run_dir], job)
+    cpus = slurm.options_for(plans[0], output).get("cpus-per-task")
     print(f"launch: submitted job {job_id}" + (f" (array of {len(plans)})" if array else "")
-          + f", {plans[0].nodes} node(s) x {plans[0].nproc_per_node} rank(s)")
+          + f", {plans[0].nodes} node(s) x {plans[0].nproc_per_node} rank(s), "
+          + (f"{cpus} CPU(s) per node" if cpus else "every CPU of each node (exclusive)"))
     for plan in plans:
         print(f"  run dir: {plan.run_dir}")
     first = plans[0].run_dir
@@ -268,6 +306,10 @@ def _hydra_main(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:  # Hydra's record of the sweep holds the typed overrides: no secret in it
+        record = Path(hc.sweep.dir) / "multirun.yaml"
+        if record.is_file():
+            record.write_text(redact(record.read_text()))
     sweep_on_slurm = hc.mode == RunMode.MULTIRUN and cfg.cluster.name == "slurm" and not cfg.dry_run
     if sweep_on_slurm:
         _pending.sweep_dir, _pending.wait = hc.sweep.dir, cfg.wait
@@ -306,9 +348,36 @@ def main() -> None:
         if e.code == 1 and not _task_started:
             sys.exit(EXIT_USAGE)
         raise
-    if _pending.plans:
-        sys.exit(submit_runs(_pending.plans, script_dir=Path(_pending.sweep_dir).resolve(), wait=_pending.wait,
-                             holders=_pending.holders))
+    sys.exit(finish_sweep(_pending))
+
+
+def finish_sweep(pending: PendingArray) -> int:
+    """After Hydra's loop: refuse the whole Slurm sweep if any job has a problem, else write and submit all."""
+    if pending.refused:
+        total = len(pending.refused) + len(pending.plans)
+        print(f"launch: {len(pending.refused)} of {total} sweep job(s) have problems (listed above); no run dir was "
+              "written and nothing was submitted:", file=sys.stderr)
+        for overrides in pending.refused:
+            print(f"  {overrides}", file=sys.stderr)
+        return EXIT_USAGE
+    if not pending.plans:
+        return 0
+    from launcher.backends import slurm
+
+    try:  # runs asking for different resources cannot share one array: refused before anything is written
+        slurm.script_for(pending.plans, cwd=os.getcwd(), output="")
+    except ValueError as e:
+        print(f"error: {e}\nlaunch: no run dir was written and nothing was submitted.", file=sys.stderr)
+        return EXIT_USAGE
+    for plan, write in zip(pending.plans, pending.writes):
+        holder = write()
+        if holder is None:  # another launch took one of the run dirs meanwhile
+            for run_dir, taken in pending.holders.items():
+                runlock.release(RunDir(Path(run_dir)).lock, taken)
+            return EXIT_USAGE
+        pending.holders[plan.run_dir] = holder
+    return submit_runs(pending.plans, script_dir=Path(pending.sweep_dir).resolve(), wait=pending.wait,
+                       holders=pending.holders)
 
 
 if __name__ == "__main__":

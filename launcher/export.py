@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from launcher.inference import EXIT_USAGE, RunError, TrainedRun, load, open_run
+from launcher.exitcodes import EXIT_USAGE
+from launcher.inference import RunError, TrainedRun, load, open_run
 
 EXPORT_DTYPES = ("auto", "fp32", "bf16", "fp16")
 

@@ -20,12 +20,15 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from launcher.data.templates import special_markers
 from launcher.data.registry import DataError, PathInfo, dataset_names, local_paths, probe_path, read_registry
 from launcher.checkpoints import all_checkpoints, is_complete, last_complete_checkpoint
 from launcher.rundir import RunDir, find_run_root
 from launcher.runlock import process_start, read_raw
 from launcher.schema import split_list
 from launcher.envinfo import package_version
+from launcher.meta_model import ModuleFacts, module_facts
+from launcher.modules import configured_names
 
 #: rows of a data file whose keys are kept for validation (bounded so huge files validate quickly)
 SCANNED_ROWS = 10_000
@@ -137,6 +140,18 @@ class RunRefFacts:
 
 
 @dataclass(frozen=True)
+class ModelDirFacts:
+    """What a local model directory holds: the files from_pretrained needs."""
+    config: bool = False
+    #: tokenizer files found (tokenizer.json, tokenizer.model, vocab files, ...)
+    tokenizer: tuple[str, ...] = ()
+    #: weight files found (*.safetensors, *.bin, or their index)
+    weights: tuple[str, ...] = ()
+    #: shards a weight index names that are not there
+    missing_shards: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Facts:
     python: str = sys.executable
     hostname: str = "localhost"
@@ -172,6 +187,15 @@ class Facts:
     cuda_visible_devices: Optional[str] = None
     #: paths naming earlier runs (adapter_name_or_path entries, stage.reward_model, stage.ref_model) -> their facts
     runs: Mapping[str, RunRefFacts] = field(default_factory=dict)
+    #: the files of a local model directory; None for a hub id or a missing directory
+    model_dir: Optional[ModelDirFacts] = None
+    #: a local model's modules, built from config.json on the meta device; None when the config names none
+    model_modules: Optional[ModuleFacts] = None
+    #: data.template's special-token markers -> whether a local model's tokenizer.json holds each
+    template_tokens: Mapping[str, bool] = field(default_factory=dict)
+    #: logger=wandb with wandb_mode=online: a WANDB_API_KEY or a netrc entry for the wandb host exists
+    #: (None: not needed); the value itself is never read into the facts
+    wandb_credentials: Optional[bool] = None
 
 
 def is_local_path(name: str) -> bool:
@@ -235,6 +259,59 @@ def read_model_config(path: str) -> dict[str, Any]:
     # multimodal configs keep the language model's numbers in text_config
     text = config.get("text_config") or {}
     return {k: config.get(k, text.get(k)) for k in MODEL_CONFIG_KEYS if k in config or k in text}
+
+
+#: files that make a tokenizer: fast (tokenizer.json), sentencepiece, BPE/WordPiece vocabularies, tiktoken
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json",
+                   "vocab.txt", "merges.txt")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def scan_model_dir(path: str) -> ModelDirFacts:
+    d = Path(path).expanduser()
+    names = sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+    tokenizer = tuple(n for n in names if n in TOKENIZER_FILES or n.endswith(".tiktoken"))
+    weights = tuple(n for n in names if n.endswith((".safetensors", ".bin")) or n in WEIGHT_INDEXES)
+    missing: list[str] = []
+    for index in (n for n in WEIGHT_INDEXES if n in names):
+        try:
+            shards = set(json.loads((d / index).read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        missing += sorted(s for s in shards if s not in names)
+    return ModelDirFacts(config="config.json" in names, tokenizer=tokenizer, weights=weights,
+                         missing_shards=tuple(missing))
+
+
+def tokenizer_holds(model_dir: str, tokens: list[str]) -> dict[str, bool]:
+    """Which of tokens a local tokenizer.json has as single tokens (added tokens or vocabulary); {} when the
+    directory has no tokenizer.json (a sentencepiece-only tokenizer is not read here)."""
+    if not tokens:
+        return {}
+    try:
+        data = json.loads((Path(model_dir).expanduser() / "tokenizer.json").read_text(encoding="utf-8"))
+        vocab = data.get("model", {}).get("vocab") or {}
+        known = {a.get("content") for a in data.get("added_tokens") or []}
+        known |= set(vocab) if isinstance(vocab, dict) else {v[0] for v in vocab if isinstance(v, list) and v}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+    return {t: t in known for t in tokens}
+
+
+def has_wandb_credentials(env: Mapping[str, str], netrc_path: Optional[str] = None) -> bool:
+    """WANDB_API_KEY set, or a netrc entry (`wandb login` writes one) for the wandb host; the value is not kept."""
+    if env.get("WANDB_API_KEY"):
+        return True
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(env.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    path = netrc_path or env.get("NETRC") or str(Path(env.get("HOME") or Path.home()) / ".netrc")
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
 
 
 def read_adapter_type(path: str) -> Optional[str]:
@@ -503,6 +580,7 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
     paths = {model: Path(model).expanduser().exists()} if local_model else {}
     zero = cfg.zero.name != "none"
     hostname = socket.gethostname()
+    model_dir = scan_model_dir(model) if paths.get(model) else None
     return Facts(
         python=sys.executable,
         hostname=hostname,
@@ -525,4 +603,12 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
         cxx_toolchain=bool((shutil.which("c++") or shutil.which("g++")) and shutil.which("ninja")),
         cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
         runs={p: scan_run_ref(str(p)) for p in run_refs(cfg)},
+        model_dir=model_dir,
+        model_modules=module_facts(model, trust_remote_code=bool(cfg.model.trust_remote_code),
+                                   sequence_classifier=str(getattr(cfg.stage.name, "value", cfg.stage.name)) == "rm",
+                                   transformers_version=package_version("transformers"))
+        if model_dir and model_dir.config and configured_names(cfg.adapter) else None,
+        template_tokens=tokenizer_holds(model, special_markers(str(cfg.data.template))) if model_dir else {},
+        wandb_credentials=has_wandb_credentials(env) if "wandb" in cfg.logger.report_to
+        and cfg.logger.wandb_mode == "online" else None,
     )

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from launcher.exitcodes import EXIT_USAGE  # noqa: F401  (export and chat exit with it)
 from launcher.rundir import RunDir
 from launcher.schema import load_run_config
 

@@ -15,9 +15,11 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Collection, Mapping, Optional, Sequence
 
 import yaml
+
+from launcher.secrets import redact, redact_config
 
 
 @dataclass(frozen=True)
@@ -122,11 +124,12 @@ def find_run_root(path: str | Path) -> Path | None:
     return next((d for d in (p, p.parent, p.parent.parent) if RunDir(d).config.is_file()), None)
 
 
-def new_run_dir(output_root: str, name: str, now: datetime) -> Path:
-    """<output_root>/<name>/<timestamp>, suffixed -1, -2, ... when runs start in the same second."""
+def new_run_dir(output_root: str, name: str, now: datetime, taken: Collection[str] = ()) -> Path:
+    """<output_root>/<name>/<timestamp>, suffixed -1, -2, ... when runs start in the same second (or the path
+    is `taken` by a sweep job planned but not yet written)."""
     base = Path(output_root).expanduser().resolve() / name / now.strftime("%Y%m%d-%H%M%S")
     path, n = base, 0
-    while path.exists():
+    while path.exists() or str(path) in taken:
         n += 1
         path = base.with_name(f"{base.name}-{n}")
     return path
@@ -174,22 +177,23 @@ def read_events(run: RunDir) -> list[dict[str, Any]]:
 
 def write_run_dir(run: RunDir, *, config: Mapping[str, Any], overrides: Sequence[str], plan: Mapping[str, Any],
                   launch_sh: str, env: Mapping[str, Any], ds_config: Optional[Mapping[str, Any]] = None) -> None:
-    """Everything a worker (or a person) needs, written before any process starts."""
+    """Everything a worker (or a person) needs, written before any process starts; a token, key or password
+    typed into the launch is written as *** (launcher/secrets.py: its value reaches the job by environment)."""
     run.logs.mkdir(parents=True, exist_ok=True)
     _write_launch(run.root, config, overrides, plan, launch_sh)
     if ds_config is not None:
         _write(run.ds_config_auto, json.dumps(ds_config, indent=2) + "\n")
-    _write(run.env, json.dumps(env, indent=2) + "\n")
+    _write(run.env, json.dumps(redact_config(dict(env)), indent=2) + "\n")
 
 
 def _write_launch(folder: Path, config: Mapping[str, Any], overrides: Sequence[str], plan: Mapping[str, Any],
                   launch_sh: str) -> None:
     """What one launch was given: config.yaml, overrides.yaml, plan.json, launch.sh (named as RunDir names them)."""
     d = RunDir(folder)
-    _write(d.config, yaml.safe_dump(dict(config), sort_keys=False))
-    _write(d.overrides, yaml.safe_dump(list(overrides)))
-    _write(d.plan, json.dumps(plan, indent=2) + "\n")
-    _write(d.launch_sh, launch_sh)
+    _write(d.config, yaml.safe_dump(redact_config(dict(config)), sort_keys=False))
+    _write(d.overrides, yaml.safe_dump([redact(str(o)) for o in overrides]))
+    _write(d.plan, json.dumps(redact_config(dict(plan)), indent=2) + "\n")
+    _write(d.launch_sh, redact(launch_sh))
     d.launch_sh.chmod(0o755)
 
 

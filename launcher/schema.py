@@ -6,11 +6,76 @@ TrainingArguments and LLaMA-Factory so users' habits carry over. Pure: no torch 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
 from omegaconf import MISSING, OmegaConf
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """The values a key accepts, kept beside its default so the schema is the one source of every range:
+    validate (launcher/validate/ranges.py) checks each key against it and names it in the message."""
+
+    gt: Optional[float] = None
+    ge: Optional[float] = None
+    lt: Optional[float] = None
+    le: Optional[float] = None
+    #: values accepted outside the range (e.g. -1: off)
+    also: tuple = ()
+    #: the only accepted values (strings: scheduler and optimizer names)
+    choices: tuple = ()
+    #: what to type instead, e.g. "typical values are 1e-5 to 2e-4"
+    hint: str = ""
+
+    def accepts(self, value: Any) -> bool:
+        if value in self.also:
+            return True
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+                and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
+
+    def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        lo = f"{'(' if self.gt is not None else '['}{_num(self.gt if self.gt is not None else self.ge)}"
+        hi = f"{_num(self.lt if self.lt is not None else self.le)}{')' if self.lt is not None else ']'}"
+        has_lo, has_hi = self.gt is not None or self.ge is not None, self.lt is not None or self.le is not None
+        if has_lo and has_hi:
+            text = f"in {lo}, {hi}"
+        elif has_lo:
+            text = f"> {_num(self.gt)}" if self.gt is not None else f">= {_num(self.ge)}"
+        else:
+            text = f"< {_num(self.lt)}" if self.lt is not None else f"<= {_num(self.le)}"
+        return text + "".join(f" or {v}" for v in self.also)
+
+
+def _num(x: Optional[float]) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def allowed(default: Any, **kw: Any) -> Any:
+    """A schema field whose accepted values are `Allowed(**kw)`."""
+    return field(default=default, metadata={"allowed": Allowed(**kw)})
+
+
+#: transformers' SchedulerType names that run without extra kwargs (cosine_with_min_lr needs min_lr, ...)
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau", "warmup_stable_decay")
+#: transformers' OptimizerNames (train.optim), checked against the installed transformers by a unit test
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor",
+              "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad",
+              "adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit",
+              "paged_adamw_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit", "paged_lion_32bit",
+              "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw",
+              "galore_adamw_8bit", "galore_adafactor", "galore_adamw_layerwise", "galore_adamw_8bit_layerwise",
+              "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw", "schedule_free_radam",
+              "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise", "stable_adamw")
 
 
 class Device(str, Enum):
@@ -98,7 +163,8 @@ class ModelConfig:
     #: RoPE scaling to train past the model's context (None: off)
     rope_scaling: Optional[RopeScaling] = None
     #: None = ceil(data.cutoff_len / the model's max_position_embeddings)
-    rope_factor: Optional[float] = None
+    rope_factor: Optional[float] = allowed(None, gt=1.0, hint="the context grows by this factor; or null to "
+                                           "derive it from data.cutoff_len")
     #: parameter count, for DeepSpeed's memory estimate when the weights are not local (a local directory's
     #: safetensors headers give it exactly)
     num_params: Optional[int] = None
@@ -115,15 +181,15 @@ class StageConfig:
 
     # dpo, kto
     #: beta of the preference loss (LLaMA-Factory's pref_beta): higher keeps closer to the reference
-    dpo_beta: float = 0.1
+    dpo_beta: float = allowed(0.1, gt=0.0, hint="typical values are 0.05-0.5")
     #: TRL's DPO loss_type: sigmoid, hinge, ipo, exo_pair, nca_pair, robust, bco_pair, sppo_hard, aot,
     #: aot_unpaired, apo_zero, apo_down, discopop, sigmoid_norm
     dpo_loss: str = "sigmoid"
     #: weight of an SFT (NLL) term on the chosen answers added to the DPO loss (LLaMA-Factory's pref_ftx)
-    dpo_ftx: float = 0.0
+    dpo_ftx: float = allowed(0.0, ge=0.0, hint="0: no SFT term")
     #: KTO's weights of desirable (label true) and undesirable (label false) examples
-    kto_chosen_weight: float = 1.0
-    kto_rejected_weight: float = 1.0
+    kto_chosen_weight: float = allowed(1.0, gt=0.0, hint="default 1.0")
+    kto_rejected_weight: float = allowed(1.0, gt=0.0, hint="default 1.0")
     #: reference model of dpo, kto and ppo: a model directory, hub id or earlier run dir; None = the policy as the
     #: stage starts (LoRA: the same weights with the adapter frozen or disabled, no second model loaded)
     ref_model: Optional[str] = None
@@ -137,21 +203,21 @@ class StageConfig:
     reward_funcs: list[str] = field(default_factory=list)
     #: weight of the KL penalty to the reference (TRL's ppo kl_coef, grpo/rloo beta); None = TRL's default
     #: (ppo 0.05, grpo 0.0: no reference model, rloo 0.05)
-    kl_coef: Optional[float] = None
+    kl_coef: Optional[float] = allowed(None, ge=0.0, hint="0: no KL penalty; null: TRL's default")
     #: grpo, rloo: completions sampled per prompt (their rewards are compared within the group)
-    num_generations: int = 8
+    num_generations: int = allowed(8, ge=2, hint="completions of a prompt are compared; typical values are 4-16")
     #: tokens generated per completion (ppo: TRL's response_length)
-    max_completion_length: int = 256
-    temperature: float = 1.0
+    max_completion_length: int = allowed(256, ge=1, hint="tokens; e.g. 256")
+    temperature: float = allowed(1.0, gt=0.0, hint="e.g. 0.7-1.0")
     #: grpo, rloo: nucleus and top-k sampling (ppo samples the full distribution)
-    top_p: float = 1.0
-    top_k: int = 0
+    top_p: float = allowed(1.0, gt=0.0, le=1.0, hint="1 samples the full distribution")
+    top_k: int = allowed(0, ge=0, hint="0: no top-k")
     #: ppo: optimisation epochs over each batch of rollouts (TRL's num_ppo_epochs)
-    ppo_epochs: int = 4
+    ppo_epochs: int = allowed(4, ge=1, hint="default 4")
     #: ppo: mini-batches each batch of rollouts is split into (TRL's num_mini_batches)
-    ppo_buffer_size: int = 1
+    ppo_buffer_size: int = allowed(1, ge=1, hint="a count of mini-batches; default 1")
     #: ppo: target KL for adaptive KL control (kl_coef adapts towards it); None = a fixed kl_coef
-    ppo_target: Optional[float] = None
+    ppo_target: Optional[float] = allowed(None, gt=0.0, hint="e.g. 6.0, or null for a fixed kl_coef")
     #: ppo: standardise scores with the reward model's statistics on its training pairs (recorded by the rm run)
     ppo_score_norm: bool = False
     ppo_whiten_rewards: bool = False
@@ -173,10 +239,10 @@ class AdapterConfig:
     freeze_extra_modules: Optional[str] = None
 
     # lora, qlora
-    lora_rank: int = 8
+    lora_rank: int = allowed(8, ge=1, hint="typical values are 8, 16, 32, 64")
     #: None = 2 x lora_rank (LLaMA-Factory's default)
-    lora_alpha: Optional[int] = None
-    lora_dropout: float = 0.0
+    lora_alpha: Optional[int] = allowed(None, ge=1, hint="e.g. 2 x lora_rank, or null for that")
+    lora_dropout: float = allowed(0.0, ge=0.0, lt=1.0, hint="e.g. 0.05")
     #: comma-separated module names, or `all` (every linear layer except the output head)
     lora_target: str = "${model.lora_target}"
     #: modules trained fully and saved with the adapter, comma-separated (peft's modules_to_save)
@@ -192,17 +258,18 @@ class AdapterConfig:
 
     # qlora (also lora/prefix on a quantized base): bitsandbytes, CUDA only
     #: 4 or 8; None = not quantized (adapter=qlora sets 4)
-    quantization_bit: Optional[int] = None
+    quantization_bit: Optional[int] = allowed(None, choices=(4, 8), hint="bitsandbytes quantizes to 4 or 8 bits "
+                                              "(4: QLoRA)")
     quantization_type: QuantizationType = QuantizationType.nf4
     double_quantization: bool = True
 
     # prefix (P-Tuning v2)
     #: virtual tokens prepended to the keys/values of every layer
-    pre_seq_len: int = 128
+    pre_seq_len: int = allowed(128, ge=1, hint="typical values are 16-128")
     #: reparameterise the prefix with a two-layer MLP (P-Tuning v2's prefix_projection)
     prefix_projection: bool = False
     #: width of that MLP; None = the model's hidden_size
-    prefix_hidden_size: Optional[int] = None
+    prefix_hidden_size: Optional[int] = allowed(None, ge=1, hint="or null for the model's hidden_size")
 
 
 @dataclass
@@ -218,30 +285,30 @@ class DataConfig:
     #: where dataset_info.json and the files it names live
     dataset_dir: str = "${project_root:}/data"
     template: str = "${model.template}"
-    cutoff_len: int = 1024
+    cutoff_len: int = allowed(1024, ge=8, hint="tokens; typical values are 1024-4096")
     #: rows taken from each dataset (not from the mixture)
-    max_samples: Optional[int] = None
+    max_samples: Optional[int] = allowed(None, ge=1, hint="rows per dataset, or null for all rows")
     #: eval split: a fraction (< 1) or a row count (>= 1); 0 = none
-    val_size: float = 0.0
+    val_size: float = allowed(0.0, ge=0.0, hint="a fraction like 0.1 or a row count like 50; 0: none")
     mix_strategy: MixStrategy = MixStrategy.concat
     #: sampling probabilities of the datasets for interleave_*: a comma string or a list
     interleave_probs: Any = None
     #: read and tokenize lazily (needs train.max_steps); nothing is cached
     streaming: bool = False
     #: shuffle buffer of a streamed dataset
-    buffer_size: int = 16384
+    buffer_size: int = allowed(16384, ge=1, hint="e.g. 16384")
     #: several examples per row, each attending only to itself (sft; pt: attention kept inside documents)
     packing: bool = False
     train_on_prompt: bool = False
     #: labels on the last answer only
     mask_history: bool = False
-    preprocessing_num_workers: Optional[int] = None
+    preprocessing_num_workers: Optional[int] = allowed(None, ge=1, hint="or null")
     #: rebuild the tokenized cache even if one with the same inputs exists
     overwrite_cache: bool = False
     #: tokenized datasets, keyed by a hash of their inputs; shared by runs
     cache_dir: str = "${oc.env:LAUNCHER_DATA_CACHE,'~/.cache/launcher/data'}"
     #: how long a rank waits for another to tokenize (or for the cache lock) before giving up
-    cache_timeout_s: int = 3600
+    cache_timeout_s: int = allowed(3600, ge=1, hint="seconds; e.g. 3600")
 
 
 @dataclass
@@ -268,9 +335,9 @@ class ClusterConfig:
     #: wall-clock limit in Slurm's format (minutes, HH:MM:SS, D-HH:MM:SS)
     time: Optional[str] = None
     #: GPUs requested per node; default `gpus` (ignored with device=cpu)
-    gpus_per_node: Optional[int] = None
+    gpus_per_node: Optional[int] = allowed(None, ge=1, hint="or null for gpus")
     #: CPUs for each node's launcher task (torchrun and its ranks); default: Slurm's
-    cpus_per_task: Optional[int] = None
+    cpus_per_task: Optional[int] = allowed(None, ge=1, hint="or null for the default")
     mem: Optional[str] = None
     constraint: Optional[str] = None
     exclusive: bool = False
@@ -282,7 +349,7 @@ class ClusterConfig:
     output: Optional[str] = None
     error: Optional[str] = None
     #: a multirun sweep is one job array; at most this many of its tasks run at once (sbatch --array=...%N)
-    array_parallelism: Optional[int] = None
+    array_parallelism: Optional[int] = allowed(None, ge=1, hint="or null for no limit")
     dependency: Optional[str] = None
     #: shell lines run before training on the batch host (module load, venv activation, exports)
     setup: list[str] = field(default_factory=list)
@@ -293,9 +360,9 @@ class ClusterConfig:
     #: warning signal before the time limit / preemption (NCCL may use USR1)
     signal: str = "USR2"
     #: seconds before the end at which the signal arrives: enough to write a checkpoint
-    signal_time: int = 120
+    signal_time: int = allowed(120, ge=1, hint="seconds before the end, e.g. 120")
     #: requeues after a preemption/time-limit signal before the job gives up
-    max_requeues: int = 3
+    max_requeues: int = allowed(3, ge=0, hint="0: never requeue")
 
 
 @dataclass
@@ -310,30 +377,32 @@ class LoggerConfig:
 
 @dataclass
 class TrainConfig:
-    per_device_train_batch_size: int = 1
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 5e-5
-    num_train_epochs: float = 3.0
-    max_steps: int = -1
-    lr_scheduler_type: str = "cosine"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    optim: str = "adamw_torch"
-    logging_steps: int = 10
+    per_device_train_batch_size: int = allowed(1, ge=1, hint="e.g. 1-8")
+    gradient_accumulation_steps: int = allowed(1, ge=1, hint="e.g. 1-16")
+    learning_rate: float = allowed(5e-5, gt=0.0, hint="typical values are 1e-5 (full) to 2e-4 (LoRA)")
+    num_train_epochs: float = allowed(3.0, gt=0.0, hint="e.g. 3; or set max_steps")
+    #: -1 = train num_train_epochs
+    max_steps: int = allowed(-1, ge=1, also=(-1,), hint="-1 trains num_train_epochs")
+    lr_scheduler_type: str = allowed("cosine", choices=LR_SCHEDULERS, hint="e.g. cosine")
+    warmup_steps: int = allowed(0, ge=0, hint="optimizer steps; 0: no warmup")
+    weight_decay: float = allowed(0.0, ge=0.0, hint="e.g. 0.0 or 0.01")
+    #: 0 = no clipping
+    max_grad_norm: float = allowed(1.0, ge=0.0, hint="e.g. 1.0; 0 turns clipping off")
+    optim: str = allowed("adamw_torch", choices=OPTIMIZERS, hint="e.g. adamw_torch")
+    logging_steps: int = allowed(10, ge=1, hint="e.g. 10")
     #: no | steps | epoch; anything but no needs data.val_size (with one, the run also evaluates at the end)
     eval_strategy: str = "no"
     #: None = logging_steps
-    eval_steps: Optional[int] = None
-    per_device_eval_batch_size: int = 8
-    save_steps: int = 500
-    save_total_limit: Optional[int] = None
+    eval_steps: Optional[int] = allowed(None, ge=1, hint="or null for logging_steps")
+    per_device_eval_batch_size: int = allowed(8, ge=1, hint="e.g. 8")
+    save_steps: int = allowed(500, ge=1, hint="e.g. 500")
+    save_total_limit: Optional[int] = allowed(None, ge=1, hint="checkpoints kept, or null for all")
     gradient_checkpointing: bool = False
-    dataloader_num_workers: int = 0
+    dataloader_num_workers: int = allowed(0, ge=0, hint="0: load in the rank's process")
     dataloader_drop_last: bool = False
     #: seconds a rank waits in a collective (and in the preflight) before the run ends naming it
     #: (TrainingArguments' and LLaMA-Factory's ddp_timeout)
-    ddp_timeout: int = 1800
+    ddp_timeout: int = allowed(1800, ge=1, hint="seconds; default 1800")
 
 
 @dataclass
@@ -352,14 +421,14 @@ class LaunchConfig:
     #: run name: outputs/<name>/<timestamp>/
     name: str = "run"
     #: processes (GPUs) per node
-    gpus: int = 1
-    nodes: int = 1
+    gpus: int = allowed(1, ge=1, hint="use gpus=1 for a single process")
+    nodes: int = allowed(1, ge=1, hint="use nodes=1 on one machine")
     #: multi-node without a cluster: this node's rank in [0, nodes) (torchrun's --node-rank)
     node_rank: int = 0
     #: multi-node without a cluster: address of node 0 (torchrun); backend=deepspeed takes the hostfile's first host
     master_addr: Optional[str] = None
     #: rendezvous port; default a free port on one node, 29500 across nodes
-    master_port: Optional[int] = None
+    master_port: Optional[int] = allowed(None, ge=1, le=65535, hint="e.g. 29500, or null")
     #: backend=deepspeed across nodes: a DeepSpeed hostfile (`HOST slots=N` per line)
     hostfile: Optional[str] = None
     device: Device = Device.cuda
@@ -376,13 +445,13 @@ class LaunchConfig:
     resume: Any = False
     #: replace a finished run in output_dir
     overwrite_output_dir: bool = False
-    seed: int = 42
+    seed: int = allowed(42, ge=0, hint="e.g. 42")
     #: when set, gradient_accumulation_steps = global / (per_device x world)
-    global_batch_size: Optional[int] = None
+    global_batch_size: Optional[int] = allowed(None, ge=1, hint="or null to use gradient_accumulation_steps")
     #: cluster=slurm: follow the submitted job and exit with its status
     wait: bool = False
     #: after a rank dies, restart the rank group this many times, resuming from the newest complete checkpoint
-    max_restarts: int = 3
+    max_restarts: int = allowed(3, ge=0, hint="0: never restart")
     #: every rank checks its device, free disk, the shared run dir and one collective before the model loads
     preflight: bool = True
 

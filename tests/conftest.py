@@ -33,6 +33,19 @@ def data_cache(tmp_path_factory) -> Path:
         os.environ["LAUNCHER_DATA_CACHE"] = before
 
 
+@pytest.fixture(scope="session", autouse=True)
+def module_cache(tmp_path_factory) -> Path:
+    """Module lists of models built on the meta device (launcher/meta_model.py) go to a temp dir."""
+    path = tmp_path_factory.mktemp("module_cache")
+    before = os.environ.get("LAUNCHER_MODULE_CACHE")
+    os.environ["LAUNCHER_MODULE_CACHE"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("LAUNCHER_MODULE_CACHE", None)
+    else:
+        os.environ["LAUNCHER_MODULE_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def deepspeed_ops() -> None:
     """DeepSpeed JIT-builds its CPU ops on first use (shm collectives ~45 s, CPU Adam ~60 s on 2 cores) into

@@ -18,18 +18,35 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 #: cluster keys that map 1:1 onto sbatch options of the same name (underscores become dashes)
 SBATCH_KEYS = ("partition", "account", "qos", "time", "mem", "constraint", "nodelist", "exclude", "dependency",
-               "cpus_per_task", "error")
+               "error")
 TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
                    "DEADLINE", "PREEMPTED", "SPECIAL_EXIT"}
 PREEMPT_FILE = "slurm/preempt.request"
+#: CPUs asked per GPU when cluster.cpus_per_task is unset: data loading, tokenization and the NCCL/host
+#: threads of one rank (a DGX node has 112-128 cores for 8 GPUs)
+CPUS_PER_GPU = 8
+#: the rendezvous port is MASTER_PORT_BASE + job id % MASTER_PORT_SPAN: below the Linux ephemeral range
+#: (32768-60999 by default), and distinct for jobs (and array tasks) with nearby ids that share a node
+MASTER_PORT_BASE, MASTER_PORT_SPAN = 10000, 20000
 
 
 class SlurmError(RuntimeError):
     """sbatch/scontrol refused (a bad partition, account, ...): shown to the user as is."""
 
 
-def sbatch_options(cluster: Mapping[str, Any], *, name: str, nodes: int, gpus_per_node: int, output: str
-                   ) -> dict[str, Optional[str]]:
+def default_cpus_per_task(cluster: Mapping[str, Any], gpus_per_node: int, ranks_per_node: int) -> Optional[int]:
+    """CPUs of each node's one task (torchrun and all its ranks). Slurm's default is one CPU per task, and where
+    tasks are confined (cgroups) every rank of the node would share that one core: CPUS_PER_GPU per GPU, one
+    per rank on the CPU; none asked under --exclusive, where the job holds every CPU of its nodes."""
+    if cluster.get("cpus_per_task"):
+        return int(cluster["cpus_per_task"])
+    if cluster.get("exclusive"):
+        return None
+    return CPUS_PER_GPU * gpus_per_node if gpus_per_node else max(1, ranks_per_node)
+
+
+def sbatch_options(cluster: Mapping[str, Any], *, name: str, nodes: int, gpus_per_node: int, output: str,
+                   ranks_per_node: int = 1) -> dict[str, Optional[str]]:
     """sbatch option -> value (None for a flag). Pure; the one place sbatch options are decided."""
     opts: dict[str, Optional[str]] = {
         "job-name": cluster.get("job_name") or name,
@@ -42,6 +59,9 @@ def sbatch_options(cluster: Mapping[str, Any], *, name: str, nodes: int, gpus_pe
     }
     if gpus_per_node:
         opts["gpus-per-node"] = str(gpus_per_node)
+    cpus = default_cpus_per_task(cluster, gpus_per_node, ranks_per_node)
+    if cpus:
+        opts["cpus-per-task"] = str(cpus)
     for key in SBATCH_KEYS:
         if cluster.get(key) not in (None, ""):
             opts[key.replace("_", "-")] = str(cluster[key])
@@ -56,7 +76,8 @@ def options_for(plan: Any, output: str) -> dict[str, Optional[str]]:
     """sbatch options of a plan: its cluster keys, nodes, and GPUs per node (none on CPU)."""
     cfg = plan.config
     gpus = (cfg["cluster"].get("gpus_per_node") or cfg["gpus"]) if cfg["device"] == "cuda" else 0
-    return sbatch_options(cfg["cluster"], name=cfg["name"], nodes=plan.nodes, gpus_per_node=gpus, output=output)
+    return sbatch_options(cfg["cluster"], name=cfg["name"], nodes=plan.nodes, gpus_per_node=gpus, output=output,
+                          ranks_per_node=plan.nproc_per_node)
 
 
 def script_for(plans: Sequence[Any], cwd: str, output: str) -> str:
@@ -107,7 +128,7 @@ def render_sbatch(*, options: Mapping[str, Optional[str]], run_dirs: Sequence[st
         'echo "$(date -Is) job=$SLURM_JOB_ID restart=$RESTART nodes=$SLURM_JOB_NODELIST" >> "$RUN_DIR/slurm/attempts.log"',
         "# Rendezvous on the allocation's first host; the port is derived from the job id (stable on requeue).",
         'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
-        'export MASTER_PORT="$(( 20000 + SLURM_JOB_ID % 20000 ))"',
+        f'export MASTER_PORT="$(( {MASTER_PORT_BASE} + SLURM_JOB_ID % {MASTER_PORT_SPAN} ))"',
         'export LAUNCHER_RESTART_COUNT="$RESTART"',
         '# A requeued job (by us after a warning signal, or by an admin) resumes from its last checkpoint.',
         'if [ "$RESTART" -gt 0 ]; then export LAUNCHER_RESUME=1; fi',

@@ -8,6 +8,7 @@ segments (system, user turns, headers) are masked out of the labels unless train
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -92,6 +93,18 @@ TEMPLATES = {t.name: t for t in [
              assistant="\n{content}", tool="<|observation|>\n{content}<|assistant|>", efficient_eos=True),
 ]}
 TEMPLATE_NAMES = ("auto", *TEMPLATES)
+#: special-token markers written in a template's formats (<|im_end|>, <|eot_id|>, [gMASK], ...)
+_MARKER = re.compile(r"<\|[^|<>\s]+\|>|\[gMASK\]")
+
+
+def special_markers(template: str) -> list[str]:
+    """The special tokens a named template writes, which the tokenizer must hold as single tokens (else they
+    are split into pieces and generation never sees its end-of-turn token); [] for auto or an unknown name."""
+    t = TEMPLATES.get(template)
+    if t is None:
+        return []
+    text = "".join(str(v) for v in (t.prefix, t.system, t.user, t.assistant, t.system_in_user, t.tool, t.separator))
+    return list(dict.fromkeys(_MARKER.findall(text)))
 #: roles that open a turn (a user message, or a tool's result handed back to the model)
 PROMPT_ROLES = ("user", "tool")
 

@@ -22,6 +22,12 @@ def check_data(cfg: Any, facts: Facts) -> Iterator[Problem]:
                       "data file or a directory; several as 'a,b' (quoted) or [a,b]")
     if d.template not in TEMPLATE_NAMES:
         yield Problem("data.template", d.template, f"unknown template; use one of {', '.join(TEMPLATE_NAMES)}")
+    missing = [t for t, held in facts.template_tokens.items() if not held]
+    if missing:
+        yield Problem("data.template", d.template, f"writes special tokens the tokenizer of "
+                      f"{cfg.model.model_name_or_path} lacks: {', '.join(missing)} (they would be split into pieces "
+                      "and generation would not stop at the end of a turn); use the model's own template "
+                      "(data.template=auto) or one its tokenizer has the tokens of")
     yield from _check_data_numbers(cfg, len(names))
     if facts.data.registry_error:
         yield Problem("data.dataset_dir", d.dataset_dir, f"{facts.data.registry_error}; fix the file")
@@ -83,16 +89,9 @@ def _check_dataset(attr: DatasetAttr, stage: str, facts: Facts) -> tuple[list[st
 
 def _check_data_numbers(cfg: Any, n_datasets: int) -> Iterator[Problem]:
     d, t = cfg.data, cfg.train
-    if d.cutoff_len < 8:
-        yield Problem("data.cutoff_len", d.cutoff_len, "must be >= 8 tokens; typical values are 1024-4096")
-    if d.max_samples is not None and d.max_samples < 1:
-        yield Problem("data.max_samples", d.max_samples, "must be >= 1 (rows per dataset), or null for all rows")
-    if d.val_size < 0 or (d.val_size >= 1 and d.val_size != int(d.val_size)):
+    # ranges (cutoff_len, max_samples, val_size >= 0, ...): the schema's, checked by validate/ranges.py
+    if d.val_size >= 1 and d.val_size != int(d.val_size):
         yield Problem("data.val_size", d.val_size, "use a fraction in [0, 1) or a whole row count, e.g. 0.1 or 50")
-    if d.preprocessing_num_workers is not None and d.preprocessing_num_workers < 1:
-        yield Problem("data.preprocessing_num_workers", d.preprocessing_num_workers, "must be >= 1, or null")
-    if d.cache_timeout_s < 1:
-        yield Problem("data.cache_timeout_s", d.cache_timeout_s, "must be >= 1 second; e.g. 3600")
     yield from _check_mixing(d, n_datasets)
     if d.streaming:
         if d.packing:
@@ -101,15 +100,11 @@ def _check_data_numbers(cfg: Any, n_datasets: int) -> Iterator[Problem]:
             yield Problem("data.streaming", True, "a stream has no length; set train.max_steps (e.g. 1000)")
         if 0 < d.val_size < 1:
             yield Problem("data.val_size", d.val_size, "a stream has no length; give a row count, e.g. 100")
-        if d.buffer_size < 1:
-            yield Problem("data.buffer_size", d.buffer_size, "must be >= 1; e.g. 16384")
     if t.eval_strategy not in EVAL_STRATEGIES:
         yield Problem("train.eval_strategy", t.eval_strategy, f"use one of {', '.join(EVAL_STRATEGIES)}")
     elif t.eval_strategy != "no" and not d.val_size:
         yield Problem("train.eval_strategy", t.eval_strategy, "there is no eval split; set data.val_size "
                       "(e.g. 0.1), or train.eval_strategy=no")
-    if t.eval_steps is not None and t.eval_steps < 1:
-        yield Problem("train.eval_steps", t.eval_steps, "must be >= 1, or null for logging_steps")
 
 
 def _check_mixing(d: Any, n_datasets: int) -> Iterator[Problem]:

@@ -44,9 +44,6 @@ def check_model(cfg: Any, facts: Facts) -> Iterator[Problem]:
                       "or give an existing directory or a hub id (org/name)")
     if m.attn == Attention.flash_attention_2:
         yield from _check_flash_attention(cfg, facts)
-    if m.rope_factor is not None and m.rope_factor <= 1.0:
-        yield Problem("model.rope_factor", m.rope_factor, "must be > 1 (the context grows by this factor), "
-                      "or null to derive it from data.cutoff_len")
     max_pos = facts.model_config.get("max_position_embeddings")
     if m.rope_scaling is not None and m.rope_factor is None and max_pos and cfg.data.cutoff_len <= max_pos:
         yield Problem("model.rope_scaling", m.rope_scaling, f"data.cutoff_len={cfg.data.cutoff_len} fits the "
@@ -74,13 +71,9 @@ def _check_flash_attention(cfg: Any, facts: Facts) -> Iterator[Problem]:
 def check_adapter(cfg: Any, facts: Facts) -> Iterator[Problem]:
     a = cfg.adapter
     if a.name in (AdapterType.lora, AdapterType.qlora):
-        if a.lora_rank < 1:
-            yield Problem("adapter.lora_rank", a.lora_rank, "must be >= 1; typical values are 8, 16, 32, 64")
         if not split_list(a.lora_target):
             yield Problem("adapter.lora_target", a.lora_target, "name the modules to adapt, e.g. q_proj,v_proj, "
                           "or `all` for every linear layer")
-        if not 0.0 <= a.lora_dropout < 1.0:
-            yield Problem("adapter.lora_dropout", a.lora_dropout, "must be in [0, 1); e.g. 0.05")
     elif a.name == AdapterType.freeze:
         layers = facts.model_config.get("num_hidden_layers")
         if a.freeze_trainable_layers == 0:
@@ -94,11 +87,6 @@ def check_adapter(cfg: Any, facts: Facts) -> Iterator[Problem]:
             yield Problem("adapter.freeze_trainable_modules", a.freeze_trainable_modules,
                           "name modules inside a layer (e.g. mlp,self_attn) or `all`")
     elif a.name == AdapterType.prefix:
-        if a.pre_seq_len < 1:
-            yield Problem("adapter.pre_seq_len", a.pre_seq_len, "must be >= 1; typical values are 16-128")
-        if a.prefix_hidden_size is not None and a.prefix_hidden_size < 1:
-            yield Problem("adapter.prefix_hidden_size", a.prefix_hidden_size, "must be >= 1, or null for the "
-                          "model's hidden_size")
         if cfg.train.gradient_checkpointing:
             yield Problem("train.gradient_checkpointing", True, "peft's prefix tuning does not work with gradient "
                           "checkpointing; set train.gradient_checkpointing=false (or use adapter=lora)")
@@ -125,8 +113,6 @@ def check_quantization(cfg: Any, facts: Facts) -> Iterator[Problem]:
         return
     key = "adapter" if a.name == AdapterType.qlora else "adapter.quantization_bit"
     value = a.name if a.name == AdapterType.qlora else bits
-    if bits not in (4, 8):
-        yield Problem("adapter.quantization_bit", bits, "bitsandbytes quantizes to 4 or 8 bits; use 4 (QLoRA) or 8")
     if a.name not in FROZEN_BASE:
         yield Problem("adapter.quantization_bit", bits, f"adapter={a.name.value} trains the base's weights, which "
                       "cannot be quantized; use adapter=qlora (or lora/prefix), or adapter.quantization_bit=null")

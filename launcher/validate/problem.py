@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from launcher.secrets import REDACTED, is_secret_name, redact
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -14,7 +16,9 @@ class Problem:
 
     def __str__(self) -> str:
         kind = "error" if self.error else "warning"
-        return f"{kind}: {self.key}={show(self.value)}: {self.fix}"
+        # a secret typed into a bad key is not echoed to the terminal either
+        value = REDACTED if is_secret_name(self.key) and self.value else redact(show(self.value))
+        return f"{kind}: {self.key}={value}: {self.fix}"
 
 
 def show(value: Any) -> str:

@@ -6,6 +6,7 @@ from typing import Any, Iterator
 
 from launcher.facts import Facts
 from launcher.schema import BackendType, ClusterType, Device
+from launcher.secrets import env_indirect
 from launcher.validate.problem import Problem
 
 SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP", "URG")
@@ -43,10 +44,6 @@ def check_slurm(cfg: Any, facts: Facts) -> Iterator[Problem]:
                       "dry_run=true to see the script, or cluster=local")
     if c.signal.removeprefix("SIG") not in SIGNALS or c.signal.startswith("SIG"):
         yield Problem("cluster.signal", c.signal, f"use one of {', '.join(SIGNALS)} (USR2 by default: NCCL may use USR1)")
-    if c.signal_time < 1:
-        yield Problem("cluster.signal_time", c.signal_time, "seconds before the end; must be >= 1, e.g. 120")
-    if c.max_requeues < 0:
-        yield Problem("cluster.max_requeues", c.max_requeues, "must be >= 0 (0: never requeue)")
     if c.time is not None:
         limit = slurm_time_seconds(str(c.time))
         if limit is None:
@@ -54,8 +51,13 @@ def check_slurm(cfg: Any, facts: Facts) -> Iterator[Problem]:
         elif limit <= c.signal_time:
             yield Problem("cluster.signal_time", c.signal_time, f"the warning would come before the job starts "
                           f"(time limit {limit} s); lower it or raise cluster.time")
+    secret_vars = sorted(env_indirect("\n".join(c.setup))[1])
+    export = str((c.additional_parameters or {}).get("export") or "ALL")
+    missing = [v for v in secret_vars if v not in export.split(",")]
+    if missing and not export.startswith("ALL"):
+        yield Problem("cluster.additional_parameters.export", export, f"the secrets of cluster.setup reach the job "
+                      f"through sbatch's environment (sbatch.sh names them only): add {','.join(missing)} to it, "
+                      "or start it with ALL")
     if c.gpus_per_node is not None and c.gpus_per_node < cfg.gpus and cfg.device == Device.cuda:
         yield Problem("cluster.gpus_per_node", c.gpus_per_node, f"fewer GPUs than gpus={cfg.gpus} ranks per node; "
                       f"leave it unset (= gpus) or raise it")
-    if c.array_parallelism is not None and c.array_parallelism < 1:
-        yield Problem("cluster.array_parallelism", c.array_parallelism, "must be >= 1, or null for no limit")

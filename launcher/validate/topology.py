@@ -15,11 +15,8 @@ WANDB_MODES = ("online", "offline", "disabled")
 
 
 def check_topology(cfg: Any, facts: Facts) -> Iterator[Problem]:
-    if cfg.gpus < 1:
-        yield Problem("gpus", cfg.gpus, "must be >= 1 (processes per node); use gpus=1 for a single process")
-    if cfg.nodes < 1:
-        yield Problem("nodes", cfg.nodes, "must be >= 1; use nodes=1 on one machine")
-    elif cfg.nodes > 1 and cfg.cluster.name == ClusterType.local:
+    # gpus, nodes >= 1: schema ranges (validate/ranges.py)
+    if cfg.nodes > 1 and cfg.cluster.name == ClusterType.local:
         yield from _check_local_nodes(cfg, facts)
     elif cfg.nodes == 1 and cfg.node_rank != 0:
         yield Problem("node_rank", cfg.node_rank, "must be 0 with nodes=1")
@@ -76,12 +73,7 @@ def _nearest_multiples(value: int, step: int) -> list[int]:
 def check_batch(cfg: Any) -> Iterator[Problem]:
     t = cfg.train
     world = cfg.gpus * cfg.nodes
-    if t.per_device_train_batch_size < 1:
-        yield Problem("train.per_device_train_batch_size", t.per_device_train_batch_size, "must be >= 1")
-        return
-    if t.gradient_accumulation_steps < 1:
-        yield Problem("train.gradient_accumulation_steps", t.gradient_accumulation_steps, "must be >= 1")
-    if cfg.global_batch_size is None or world < 1:
+    if cfg.global_batch_size is None or world < 1 or t.per_device_train_batch_size < 1:
         return
     step = t.per_device_train_batch_size * world
     if cfg.global_batch_size < 1 or cfg.global_batch_size % step:
@@ -94,10 +86,14 @@ def check_batch(cfg: Any) -> Iterator[Problem]:
                       f"{t.per_device_train_batch_size} x {world} = {step}; use {fixes}{alt}")
 
 
-def check_logger(cfg: Any) -> Iterator[Problem]:
+def check_logger(cfg: Any, facts: Facts) -> Iterator[Problem]:
     for r in cfg.logger.report_to:
         if r not in REPORT_TO:
             yield Problem("logger.report_to", list(cfg.logger.report_to),
                           f"unknown logger {r!r}; use any of {', '.join(REPORT_TO)}, e.g. logger=tensorboard")
     if cfg.logger.wandb_mode not in WANDB_MODES:
         yield Problem("logger.wandb_mode", cfg.logger.wandb_mode, f"use one of {', '.join(WANDB_MODES)}")
+    if facts.wandb_credentials is False:
+        yield Problem("logger.wandb_mode", "online", "wandb has no credentials here: no WANDB_API_KEY in the "
+                      "environment and no api.wandb.ai entry in ~/.netrc; run `wandb login` (or export "
+                      "WANDB_API_KEY), or use logger.wandb_mode=offline and `wandb sync` later", error=not cfg.dry_run)

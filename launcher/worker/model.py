@@ -21,12 +21,20 @@ FROZEN_DTYPES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "pure_bf16": "b
 
 
 def resolve_precision(name: str, device: str) -> str:
-    """`auto`: bf16 on a GPU that supports it, else fp16 on GPU; fp32 on CPU."""
+    """`auto`: bf16 on a GPU that computes it natively, else fp16 on GPU; fp32 on CPU."""
+    if name != "auto" or device == "cpu":
+        return auto_precision(name, device, native_bf16=False)
+    # A V100 or T4 "supports" bf16 by emulation, several times slower than fp16: native support only.
+    native = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    return auto_precision(name, device, native_bf16=native)
+
+
+def auto_precision(name: str, device: str, native_bf16: bool) -> str:
     if name != "auto":
         return name
     if device == "cpu":
         return "fp32"
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if native_bf16 else "fp16"
 
 
 def trainer_precision(precision: str) -> dict[str, bool]:

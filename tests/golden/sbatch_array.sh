@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 #SBATCH --array=0-2%2
+#SBATCH --cpus-per-task=1
 #SBATCH --job-name=tiny_sft_lora
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
@@ -22,7 +23,7 @@ mkdir -p "$RUN_DIR/slurm"
 echo "$(date -Is) job=$SLURM_JOB_ID restart=$RESTART nodes=$SLURM_JOB_NODELIST" >> "$RUN_DIR/slurm/attempts.log"
 # Rendezvous on the allocation's first host; the port is derived from the job id (stable on requeue).
 export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
-export MASTER_PORT="$(( 20000 + SLURM_JOB_ID % 20000 ))"
+export MASTER_PORT="$(( 10000 + SLURM_JOB_ID % 20000 ))"
 export LAUNCHER_RESTART_COUNT="$RESTART"
 # A requeued job (by us after a warning signal, or by an admin) resumes from its last checkpoint.
 if [ "$RESTART" -gt 0 ]; then export LAUNCHER_RESUME=1; fi

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+#SBATCH --cpus-per-task=64
 #SBATCH --gpus-per-node=8
 #SBATCH --job-name=llama2_sft_lora
 #SBATCH --nodes=2
@@ -18,7 +19,7 @@ mkdir -p "$RUN_DIR/slurm"
 echo "$(date -Is) job=$SLURM_JOB_ID restart=$RESTART nodes=$SLURM_JOB_NODELIST" >> "$RUN_DIR/slurm/attempts.log"
 # Rendezvous on the allocation's first host; the port is derived from the job id (stable on requeue).
 export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
-export MASTER_PORT="$(( 20000 + SLURM_JOB_ID % 20000 ))"
+export MASTER_PORT="$(( 10000 + SLURM_JOB_ID % 20000 ))"
 export LAUNCHER_RESTART_COUNT="$RESTART"
 # A requeued job (by us after a warning signal, or by an admin) resumes from its last checkpoint.
 if [ "$RESTART" -gt 0 ]; then export LAUNCHER_RESUME=1; fi

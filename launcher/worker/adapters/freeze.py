@@ -5,14 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from launcher.modules import is_trainable, trainable_layer_ids
 from launcher.schema import split_list
 
 log = logging.getLogger(__name__)
-
-
-def trainable_layer_ids(num_layers: int, n: int) -> list[int]:
-    """n > 0: the last n layers; n < 0: the first |n|."""
-    return list(range(num_layers - n, num_layers)) if n > 0 else list(range(-n))
 
 
 def hidden_layers(model) -> tuple[str, int]:
@@ -24,15 +20,6 @@ def hidden_layers(model) -> tuple[str, int]:
         if isinstance(module, torch.nn.ModuleList) and len(module) == n:
             return name, n
     raise ValueError(f"found no list of {n} hidden layers in {type(model).__name__}; use adapter=lora or full")
-
-
-def is_trainable(param: str, layers: str, ids: list[int], modules: list[str], extra: list[str]) -> bool:
-    """Whether parameter `param` (a qualified name) trains; modules match whole name components."""
-    parts = param.split(".")
-    if param.startswith(layers + "."):
-        index, *inner = param[len(layers) + 1:].split(".")
-        return int(index) in ids and (modules == ["all"] or any(m in inner[:-1] for m in modules))
-    return any(m in parts[:-1] for m in extra)
 
 
 def attach(model, cfg: Any):
