@@ -5,7 +5,19 @@ Pure: events and metrics rows in, numbers out.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable, Optional
+
+
+def metrics_rows(text: str) -> list[dict]:
+    """metrics.jsonl's rows (a torn last line, from a kill mid-write, is skipped)."""
+    rows = []
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 def attempts(events: Iterable[dict], rows: list[dict]) -> list[dict[str, Any]]:
@@ -58,6 +70,6 @@ def whole_run(events: Iterable[dict], rows: list[dict], trained_tokens: Optional
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "train_time_s": train_time,
-        "tokens_per_s": round(trained_tokens / train_time, 1) if trained_tokens and train_time else None,
+        "tokens_per_s": round(trained_tokens / train_time, 1) if trained_tokens is not None and train_time else None,
         "attempts": history,
     }
