@@ -56,8 +56,8 @@ def device_problem(device: str, local_rank: int, gpu_count: int, free: int = 0, 
         return (f"local rank {local_rank} was given GPU {local_rank}, but this node sees {gpu_count} GPU(s) "
                 f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use gpus=<= {gpu_count}")
     if free < MIN_FREE_GPU_BYTES or free < MIN_FREE_GPU_SHARE * total:
-        return (f"GPU {local_rank} has {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB: another process "
-                "holds it (nvidia-smi shows which)")
+        return (f"GPU {local_rank} has {size(free)} free of {size(total)}: another process holds it "
+                "(nvidia-smi shows which)")
     return None
 
 
@@ -75,8 +75,15 @@ def checkpoint_bytes(params: Optional[int], adapter: str, precision: str, save_t
 def disk_problem(path: str, free: int, needed: int) -> Optional[str]:
     if free >= needed:
         return None
-    return (f"{path} has {free / 2**30:.2f} GiB free, the planned checkpoints and final/ need about "
-            f"{needed / 2**30:.2f} GiB; free space, choose another output_dir or lower train.save_total_limit")
+    return (f"{path} has {size(free)} free, the planned checkpoints and final/ need about {size(needed)}; "
+            "free space, choose another output_dir or lower train.save_total_limit")
+
+
+def size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def local_checks(cfg: Any, run: RunDir, local_rank: int, precision: str) -> list[tuple[str, str]]:
