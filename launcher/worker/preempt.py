@@ -40,7 +40,8 @@ class PreemptionCallback(TrainerCallback):
                 flag = flag.to(args.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         agreed = int(flag.item())
-        if agreed:
+        # at the last step training ends anyway, with final/ and summary.json: nothing to resume
+        if agreed and state.global_step < state.max_steps:
             self.reason = agreed
             log.warning("%s: saving step %d and stopping", self.describe(), state.global_step)
             self.stopped_at = state.global_step
