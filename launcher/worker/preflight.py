@@ -108,19 +108,21 @@ def local_checks(cfg: Any, run: RunDir, local_rank: int, precision: str) -> list
 
 
 def collective_checks(run: RunDir, rank: int, timeout_s: int) -> list[Failure]:
-    """On every rank together: one barrier with a timeout on a gloo group (monitored_barrier names a rank that
-    does not arrive), then rank 0's token read back from the run dir by every rank. Every rank returns every
+    """On every rank together: one barrier with a timeout (gloo's monitored_barrier names a rank that does not
+    arrive), then rank 0's token read back from the run dir by every rank. Every rank returns every
     rank's failures (gathered), so rank 0 can record them in its run dir even when another's is not shared."""
     import torch.distributed as dist
 
     host = socket.gethostname()
     timeout = datetime.timedelta(seconds=timeout_s)
-    group = dist.new_group(backend="gloo", timeout=timeout)
     try:
+        # monitored_barrier names the ranks that did not arrive (on rank 0); it needs gloo: under NCCL a gloo
+        # group, whose creation connects every pair of ranks and can time out too
+        group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
         dist.monitored_barrier(group=group, timeout=timeout, wait_all_ranks=True)
-    except RuntimeError as e:  # raised on rank 0, naming the ranks that did not arrive
+    except RuntimeError as e:  # torch.distributed's errors (DistError, DistStoreError) are RuntimeErrors
         return [Failure(rank, host, "collective", f"not every rank reached the preflight barrier within "
-                                                  f"{timeout_s} s: {e}")]
+                                                  f"{timeout_s} s (train.ddp_timeout): {e}")]
     token = [secrets.token_hex(16) if rank == 0 else None]
     token_file = run.root / TOKEN_FILE
     if rank == 0:
@@ -137,7 +139,8 @@ def collective_checks(run: RunDir, rank: int, timeout_s: int) -> list[Failure]:
     dist.all_gather_object(everyone, mine, group=group)
     if rank == 0:
         token_file.unlink(missing_ok=True)
-    dist.destroy_process_group(group)
+    if group is not None:
+        dist.destroy_process_group(group)
     return [f for f in everyone if f is not None]
 
 
