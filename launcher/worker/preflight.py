@@ -54,7 +54,8 @@ def device_problem(device: str, local_rank: int, gpu_count: int, free: int = 0, 
         return None
     if local_rank >= gpu_count:
         return (f"local rank {local_rank} was given GPU {local_rank}, but this node sees {gpu_count} GPU(s) "
-                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use gpus=<= {gpu_count}")
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); ask for at most {gpu_count} "
+                "per node (gpus=)")
     if free < MIN_FREE_GPU_BYTES or free < MIN_FREE_GPU_SHARE * total:
         return (f"GPU {local_rank} has {size(free)} free of {size(total)}: another process holds it "
                 "(nvidia-smi shows which)")
@@ -98,8 +99,8 @@ def local_checks(cfg: Any, run: RunDir, local_rank: int, precision: str) -> list
         free, total = torch.cuda.mem_get_info(local_rank) if local_rank < count else (0, 0)
         if msg := device_problem("cuda", local_rank, count, free, total):
             problems.append(("device", msg))
-    size = count_model_params(cfg.model.model_name_or_path)
-    params = size.total_params if size else cfg.model.num_params
+    model = count_model_params(cfg.model.model_name_or_path)
+    params = model.total_params if model else cfg.model.num_params
     needed = checkpoint_bytes(params, cfg.adapter.name.value, precision, cfg.train.save_total_limit)
     free = int(os.environ.get(FREE_DISK_ENV) or shutil.disk_usage(run.root).free)
     if msg := disk_problem(str(run.root), free, needed):
