@@ -49,13 +49,14 @@ class Failure:
         return f"preflight failed on rank {self.rank} ({self.host}), check {self.check}: {self.message}"
 
 
-def device_problem(device: str, local_rank: int, gpu_count: int, free: int = 0, total: int = 0) -> Optional[str]:
+def device_problem(device: str, local_rank: int, gpu_count: int, free: int = 0, total: int = 0,
+                   visible: str = "unset") -> Optional[str]:
+    """visible: CUDA_VISIBLE_DEVICES, for the message."""
     if device != "cuda":
         return None
     if local_rank >= gpu_count:
         return (f"local rank {local_rank} was given GPU {local_rank}, but this node sees {gpu_count} GPU(s) "
-                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); ask for at most {gpu_count} "
-                "per node (gpus=)")
+                f"(CUDA_VISIBLE_DEVICES={visible}); ask for at most {gpu_count} per node (gpus=)")
     if free < MIN_FREE_GPU_BYTES or free < MIN_FREE_GPU_SHARE * total:
         return (f"GPU {local_rank} has {size(free)} free of {size(total)}: another process holds it "
                 "(nvidia-smi shows which)")
@@ -97,7 +98,8 @@ def local_checks(cfg: Any, run: RunDir, local_rank: int, precision: str) -> list
 
         count = torch.cuda.device_count()
         free, total = torch.cuda.mem_get_info(local_rank) if local_rank < count else (0, 0)
-        if msg := device_problem("cuda", local_rank, count, free, total):
+        if msg := device_problem("cuda", local_rank, count, free, total,
+                                 os.environ.get("CUDA_VISIBLE_DEVICES", "unset")):
             problems.append(("device", msg))
     model = count_model_params(cfg.model.model_name_or_path)
     params = model.total_params if model else cfg.model.num_params

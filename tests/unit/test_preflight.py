@@ -11,7 +11,8 @@ def test_a_cpu_rank_has_no_device_to_check():
 
 
 def test_a_missing_gpu_and_a_taken_one_are_named():
-    assert "local rank 2 was given GPU 2, but this node sees 2 GPU(s)" in device_problem("cuda", 2, 2)
+    assert device_problem("cuda", 2, 2, visible="0,1") == ("local rank 2 was given GPU 2, but this node sees 2 GPU(s) "
+                                                         "(CUDA_VISIBLE_DEVICES=0,1); ask for at most 2 per node (gpus=)")
     assert "GPU 1 has 512.0 MiB free of 80.0 GiB" in device_problem("cuda", 1, 2, free=GIB // 2, total=80 * GIB)
     assert "GPU 0 has 4.0 GiB free of 80.0 GiB" in device_problem("cuda", 0, 1, free=4 * GIB, total=80 * GIB)
     assert device_problem("cuda", 0, 1, free=70 * GIB, total=80 * GIB) is None
