@@ -1,5 +1,5 @@
 """What the ranks do when things fail (real torchrun, 2 gloo ranks, the tiny model): a rank killed in the middle
-of a checkpoint save, SIGTERM mid-run, a failed preflight."""
+of a checkpoint save, SIGTERM mid-run, a failed preflight, bad data found while loading."""
 from __future__ import annotations
 
 import json
@@ -149,3 +149,21 @@ def test_a_failed_preflight_ends_the_run_at_once_naming_rank_host_and_check(tmp_
     # nothing loaded, nothing trained
     assert "trainable params" not in (run / "logs/rank0.log").read_text()
     assert not (run / "metrics.jsonl").exists() and not (run / "checkpoints").exists()
+
+
+def test_bad_data_past_what_validate_scans_is_a_fatal_event(tmp_path, tiny_model):
+    """A bad row after the rows validate reads stops the rank with exit 2 and a fatal event (no restart helps)."""
+    from launcher.facts import SCANNED_ROWS
+
+    rows = [{"instruction": f"Add {i} and 1.", "input": "", "output": str(i + 1)} for i in range(SCANNED_ROWS)]
+    rows.append({"instruction": "Bad.", "input": "", "output": "x", "history": "not a list of pairs"})
+    (tmp_path / "late_bad.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"late_bad": {"file_name": "late_bad.json"}}))
+    run = tmp_path / "run"
+    r = run_launch("recipe=tiny_sft_lora", "device=cpu", "gpus=1", f"output_dir={run}", "data.dataset=late_bad",
+                   f"data.dataset_dir={tmp_path}", "train.max_steps=2", cwd=tmp_path)
+    assert r.returncode == 2, r.stdout[-3000:] + r.stderr[-3000:]
+    message = f"dataset late_bad: row {SCANNED_ROWS} column history must be a list of [instruction, response] pairs"
+    assert f"error: {message}" in r.stderr
+    (fatal,) = [e for e in read_jsonl(run / "attempts.jsonl") if e["event"] == "fatal"]
+    assert (fatal["rank"], fatal["check"], fatal["message"], fatal["exit_code"]) == (0, "data", message, 2)
