@@ -55,3 +55,16 @@ def test_rotation_never_deletes_the_newest_complete_one(tmp_path):
     assert to_rotate(tmp_path, keep=1) == []
     assert to_rotate(tmp_path, keep=0) == []
     assert to_rotate(tmp_path / "nope", keep=1) == []
+
+
+def test_export_and_chat_refuse_a_torn_checkpoint(tmp_path):
+    import pytest
+
+    from launcher.inference import RunError, open_run
+
+    (tmp_path / "config.yaml").write_text("{}\n")
+    make(tmp_path / "checkpoints", 10, True)
+    make(tmp_path / "checkpoints", 20, False)
+    with pytest.raises(RunError, match=r"checkpoint-20 is incomplete \(its save did not finish on every rank\); "
+                                       r"complete checkpoints of this run: 10$"):
+        open_run(str(tmp_path), "20")
