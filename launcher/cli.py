@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,12 +20,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from launcher import PROJECT_ROOT, schema
+from launcher import PROJECT_ROOT, runlock, schema
 from launcher.exitcodes import EXIT_USAGE
-from launcher.facts import gather_facts
+from launcher.facts import Facts, gather_facts, read_config, read_lock
 from launcher.plan import LaunchPlan, build_plan
-from launcher.rundir import RunDir, clear_run_dir, new_run_dir, write_run_dir
+from launcher.rundir import RunDir, append_event, clear_run_dir, new_run_dir, write_attempt, write_run_dir
 from launcher.validate import unknown_override_keys, validate
+from launcher.validate.lock import lock_status, owns_run_dir
+from launcher.validate.resume import flatten, resume_changes, resume_mode, resumes_from
 
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 schema.register()
@@ -36,6 +40,8 @@ class PendingArray:
     sweep_dir: str = ""
     plans: list[LaunchPlan] = field(default_factory=list)
     wait: bool = False
+    #: run dir -> the lock this process holds on it (the job id is written into it after sbatch)
+    holders: dict[str, dict] = field(default_factory=dict)
 
 
 def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | None = None,
@@ -56,7 +62,11 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
     script = plan.to_shell(cwd=os.getcwd())
     slurm = plan.cluster == "slurm"
     if cfg.dry_run:
-        print(f"# dry run: nothing started, {run_root} not created")
+        print(f"# dry run: nothing started, {run_root} " + ("not changed" if run_root.exists() else "not created"))
+        if resume_mode(cfg.resume) != "false":
+            resumed_from = resumes_from(cfg, facts)
+            print(f"# resume={resume_mode(cfg.resume)}: " + (f"resumes from {resumed_from}" if resumed_from else
+                                                               "no complete checkpoint; trains from the start"))
         if slurm:
             from launcher.backends.slurm import script_for
 
@@ -67,32 +77,119 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
         return 0
     if cfg.prepare_only:
         return prepare_data(plan.config)
+    if not owns_run_dir(cfg):
+        return run_other_node(plan, script)
 
-    from launcher.envinfo import env_info
+    holder = runlock.this_holder()
+    if not take_run_dir(run, holder, facts):
+        return EXIT_USAGE
+    keep_lock = False  # a submitted Slurm job keeps it (it names the job); a local launch releases it at exit
+    try:
+        from launcher.envinfo import env_info
 
-    if cfg.overwrite_output_dir and run.root.exists():
-        clear_run_dir(run)
-    write_run_dir(run, config=plan.config, overrides=overrides, plan=plan.to_dict(), launch_sh=script,
-                  env=env_info(facts.visible_gpus, plan.ranks[0].device),
-                  ds_config=plan.zero.ds_config if plan.zero else None)
-    if slurm and pending is not None:
-        pending.plans.append(plan)
-        print(f"launch: {run.root} written; submitted with the sweep's job array", file=sys.stderr)
-        return 0
-    if slurm:
-        return submit_runs([plan], script_dir=run.root, wait=cfg.wait)
+        resumed_from = resumes_from(cfg, facts)
+        changes = [c.record() for c in resume_changes(cfg, facts)]
+        if cfg.overwrite_output_dir and run.root.exists():
+            clear_run_dir(run)
+        write_run_dir(run, config=plan.config, overrides=overrides, plan=plan.to_dict(), launch_sh=script,
+                      env=env_info(facts.visible_gpus, plan.ranks[0].device),
+                      ds_config=plan.zero.ds_config if plan.zero else None)
+        attempt = 0 if cfg.overwrite_output_dir else facts.output_dir.next_attempt
+        write_attempt(run, attempt, config=plan.config, overrides=overrides, plan=plan.to_dict(), launch_sh=script,
+                      config_changes=changes)
+        append_event(run, {"event": "launch", "time": time.time(), "attempt_dir": f"attempts/{attempt}",
+                           "resume": cfg.resume, "resumed_from": resumed_from, "config_changes": changes,
+                           "host": facts.hostname, "pid": os.getpid()})
+        report_resume(cfg, run, resumed_from)
+        if slurm:
+            keep_lock = True  # submit_runs releases it if sbatch refuses
+            if pending is not None:
+                pending.plans.append(plan)
+                pending.holders[plan.run_dir] = holder
+                print(f"launch: {run.root} written; submitted with the sweep's job array", file=sys.stderr)
+                return 0
+            return submit_runs([plan], script_dir=run.root, wait=cfg.wait, holders={plan.run_dir: holder})
+
+        from launcher.backends.local import execute
+
+        print(script, end="", flush=True)
+        rc = execute(run.launch_sh, str(plan.node_rank))
+        print(f"launch: run dir {run.root} (exit {rc})", file=sys.stderr)
+        return rc
+    finally:
+        if not keep_lock:
+            runlock.release(run.lock, holder)
+
+
+def take_run_dir(run: RunDir, holder: dict, facts: Facts) -> bool:
+    """Hold the run dir before writing anything in it: a stale lock (validate warned) is taken over, a live one
+    refused; a launch that took it between validate's look and now wins, and this one says who it is."""
+    lock = facts.output_dir.lock
+    stale = lock.raw if lock_status(lock, facts.hostname).kind == "stale" else None
+    if runlock.take(run.lock, holder, stale=stale) is None:
+        return True
+    now = lock_status(read_lock(run.lock, facts.hostname), facts.hostname)
+    print(f"error: output_dir={run.root}: is held by {now.holder} (it took the run dir just now); nothing was "
+          "started", file=sys.stderr)
+    return False
+
+
+def report_resume(cfg: DictConfig, run: RunDir, resumed_from: str | None) -> None:
+    mode = resume_mode(cfg.resume)
+    if resumed_from:
+        print(f"launch: resume={mode}: resuming from {resumed_from}", file=sys.stderr)
+    elif mode == "auto":
+        print(f"launch: resume=auto: no complete checkpoint in {run.checkpoints}; training from the start",
+              file=sys.stderr)
+
+
+#: node I>0 of a multi-node run without Slurm: how long it waits for node 0 to write the run dir
+NODE_WAIT_S = 600.0
+
+
+def same_launch(written: dict | None, mine: dict) -> bool:
+    """The run dir's config.yaml is this launch's, up to what differs between its nodes."""
+    node_keys = ("node_rank",)
+    drop = lambda c: {k: v for k, v in flatten(c).items() if k not in node_keys}  # noqa: E731
+    return written is not None and drop(written) == drop(mine)
+
+
+def run_other_node(plan: LaunchPlan, script: str) -> int:
+    """Node I>0 of a multi-node run without Slurm (the same output_dir on shared storage): node 0 holds the run
+    dir, clears it (overwrite_output_dir) and writes its files. This node waits until node 0 has written this
+    launch's config.yaml, then runs its own copy of the launch script from outside the run dir, so nothing it
+    writes is shared, and node 0's clearing never removes it."""
+    run = RunDir(Path(plan.run_dir))
+    deadline = time.monotonic() + NODE_WAIT_S
+    print(f"launch: node {plan.node_rank}: waiting for node 0 to write {run.config}", file=sys.stderr)
+    while not same_launch(read_config(run.config), dict(plan.config)):
+        if time.monotonic() > deadline:
+            print(f"error: node_rank={plan.node_rank}: node 0 has not written this launch's {run.config} within "
+                  f"{NODE_WAIT_S:.0f} s; start `launch ... node_rank=0` with the same arguments and output_dir",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        time.sleep(1.0)
 
     from launcher.backends.local import execute
 
     print(script, end="", flush=True)
-    rc = execute(run.launch_sh, str(plan.node_rank))
-    print(f"launch: run dir {run.root} (exit {rc})", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix=f"launch-node{plan.node_rank}-") as d:
+        launch_sh = Path(d) / "launch.sh"
+        launch_sh.write_text(script)
+        rc = execute(launch_sh, str(plan.node_rank))
+    print(f"launch: node {plan.node_rank}: run dir {run.root} (exit {rc})", file=sys.stderr)
     return rc
 
 
-def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool) -> int:
-    """Write sbatch.sh (one job, or one array for a sweep), submit it, record the job id(s)."""
+def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool, holders: dict[str, dict]) -> int:
+    """Write sbatch.sh (one job, or one array for a sweep), submit it, record the job id(s) (also in each run
+    dir's lock: the job holds the run dir while it is queued or running)."""
     from launcher.backends import slurm
+
+    def release_all() -> None:
+        for plan in plans:
+            if plan.run_dir in holders:
+                runlock.release(RunDir(Path(plan.run_dir)).lock, holders[plan.run_dir])
 
     array = len(plans) > 1
     output = str(script_dir / ("slurm-%A_%a.out" if array else "slurm/%j.out"))
@@ -100,6 +197,7 @@ def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool) -> in
         script = slurm.script_for(plans, cwd=os.getcwd(), output=output)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
+        release_all()
         return EXIT_USAGE
     path = script_dir / "sbatch.sh"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +207,7 @@ def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool) -> in
         job_id = slurm.submit(str(path))
     except slurm.SlurmError as e:
         (script_dir / "slurm" / "submit_error.txt").write_text(str(e) + "\n")
+        release_all()
         print(f"error: sbatch refused the job: {e}\n  check the cluster.* keys (partition, account, qos, time, "
               f"...) in {path}; nothing was started.", file=sys.stderr)
         return EXIT_USAGE
@@ -117,8 +216,11 @@ def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool) -> in
         (run.root / "slurm").mkdir(exist_ok=True)
         if array:
             (run.root / "sbatch.sh").write_text(script)
+        job = f"{job_id}_{i}" if array else job_id
         with run.job_ids.open("a") as f:
-            f.write((f"{job_id}_{i}" if array else job_id) + "\n")
+            f.write(job + "\n")
+        if plan.run_dir in holders:
+            runlock.record_job(run.lock, holders[plan.run_dir], job)
     print(f"launch: submitted job {job_id}" + (f" (array of {len(plans)})" if array else "")
           + f", {plans[0].nodes} node(s) x {plans[0].nproc_per_node} rank(s)")
     for plan in plans:
@@ -129,6 +231,7 @@ def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool) -> in
     if not wait:
         return 0
     states = slurm.wait_for(job_id)
+    release_all()  # the job has ended: it holds the run dir no more
     return max((s.exit_code or 0) if s.state == "COMPLETED" else max(1, s.exit_code or 0) for s in states)
 
 
@@ -204,7 +307,8 @@ def main() -> None:
             sys.exit(EXIT_USAGE)
         raise
     if _pending.plans:
-        sys.exit(submit_runs(_pending.plans, script_dir=Path(_pending.sweep_dir).resolve(), wait=_pending.wait))
+        sys.exit(submit_runs(_pending.plans, script_dir=Path(_pending.sweep_dir).resolve(), wait=_pending.wait,
+                             holders=_pending.holders))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from launcher.data.registry import DataError, PathInfo, dataset_names, local_paths, probe_path, read_registry
+from launcher.checkpoints import all_checkpoints, is_complete, last_complete_checkpoint
 from launcher.rundir import RunDir, find_run_root
+from launcher.runlock import process_start, read_raw
 from launcher.schema import split_list
 from launcher.envinfo import package_version
 
@@ -62,10 +64,37 @@ class DataFacts:
 
 
 @dataclass(frozen=True)
+class LockFacts:
+    """RUN_DIR/launch.lock and whether its holder is alive (judged by launcher.validate.lock)."""
+    #: the lock's exact content (what a stale-lock takeover compares); None: no lock
+    raw: Optional[str] = None
+    #: the parsed lock {pid, host, pid_start, time, slurm_job}; None when absent or unreadable
+    holder: Optional[Mapping[str, Any]] = None
+    #: the holder's pid runs on this host (with the recorded start time); None: not checked (another host)
+    pid_alive: Optional[bool] = None
+    #: the holder's Slurm job state from scontrol (RUNNING, PENDING, COMPLETED, ...); "" = unknown to Slurm;
+    #: None = not asked, or Slurm could not be asked (slurm_error says why)
+    slurm_state: Optional[str] = None
+    slurm_error: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class RunDirFacts:
     exists: bool = False
     finished: bool = False  # holds summary.json
+    #: any checkpoint-N directory, complete or not
     has_checkpoints: bool = False
+    #: the newest complete checkpoint (launcher.checkpoints), what a resume continues from
+    last_checkpoint: Optional[str] = None
+    #: checkpoint-N directories without their completion marker (cut off mid-save)
+    incomplete_checkpoints: tuple[str, ...] = ()
+    #: last_checkpoint holds ZeRO shards (global_step*/): they load only into the same world size
+    zero_shards: bool = False
+    #: the run's config.yaml (the current attempt's); None when absent
+    config: Optional[Mapping[str, Any]] = None
+    #: the number the next attempts/N/ gets
+    next_attempt: int = 0
+    lock: LockFacts = field(default_factory=LockFacts)
 
 
 @dataclass(frozen=True)
@@ -284,15 +313,74 @@ def gather_data_facts(dataset: Any, dataset_dir: str) -> DataFacts:
     return DataFacts(registry=registry, registry_error=error, paths=paths, files=files)
 
 
-def scan_run_dir(path: Optional[str]) -> RunDirFacts:
+def pid_alive(pid: int, start: Optional[int]) -> bool:
+    """pid runs on this host and, when its start time was recorded, is the same process (not a reused pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        pass
+    return start is None or process_start(pid) in (start, None)
+
+
+def slurm_job_state(job_id: str) -> tuple[Optional[str], Optional[str]]:
+    """(state, error) of a Slurm job from scontrol: state "" when Slurm does not know the job (it ended long
+    ago, or never existed), None with an error when Slurm could not be asked."""
+    from launcher.backends.slurm import SlurmError, job_states
+
+    try:
+        states = job_states(job_id)
+    except FileNotFoundError:
+        return None, "scontrol is not installed here"
+    except SlurmError as e:
+        return ("", None) if "invalid job id" in str(e).lower() else (None, str(e))
+    mine = [s for s in states if s.job_id == job_id] or states
+    return (mine[0].state if mine else ""), None
+
+
+def read_lock(lock: Path, hostname: str) -> LockFacts:
+    raw = read_raw(lock)
+    if raw is None:
+        return LockFacts()
+    try:
+        holder = json.loads(raw)
+    except ValueError:
+        holder = None
+    if not isinstance(holder, dict):
+        return LockFacts(raw=raw)
+    if holder.get("slurm_job"):
+        state, error = slurm_job_state(str(holder["slurm_job"]))
+        return LockFacts(raw=raw, holder=holder, slurm_state=state, slurm_error=error)
+    alive = pid_alive(int(holder["pid"]), holder.get("pid_start")) \
+        if holder.get("host") == hostname and isinstance(holder.get("pid"), int) else None
+    return LockFacts(raw=raw, holder=holder, pid_alive=alive)
+
+
+def read_config(path: Path) -> Optional[Mapping[str, Any]]:
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def scan_run_dir(path: Optional[str], hostname: str = "") -> RunDirFacts:
     if not path:
         return RunDirFacts()
-    p = Path(path).expanduser()
-    ckpt = p / "checkpoints"
+    run = RunDir(Path(path).expanduser())
+    last = last_complete_checkpoint(run.checkpoints)
+    attempts = [int(d.name) for d in run.attempts.glob("*") if d.name.isdigit()] if run.attempts.is_dir() else []
     return RunDirFacts(
-        exists=p.exists(),
-        finished=(p / "summary.json").is_file(),
-        has_checkpoints=ckpt.is_dir() and any(ckpt.glob("checkpoint-*")),
+        exists=run.root.exists(),
+        finished=run.summary.is_file(),
+        has_checkpoints=bool(all_checkpoints(run.checkpoints)),
+        last_checkpoint=str(last) if last else None,
+        incomplete_checkpoints=tuple(p.name for p in all_checkpoints(run.checkpoints) if not is_complete(p)),
+        zero_shards=bool(last and any(p.is_dir() for p in last.glob("global_step*"))),
+        config=read_config(run.config),
+        next_attempt=max(attempts, default=-1) + 1,
+        lock=read_lock(run.lock, hostname),
     )
 
 
@@ -389,10 +477,7 @@ def scan_run_ref(path: str) -> RunRefFacts:
     run = find_run_root(path)
     if run is None:
         return RunRefFacts(exists=True)
-    try:
-        config = yaml.safe_load(RunDir(run).config.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        config = {}
+    config = read_config(RunDir(run).config) or {}
     try:
         summary = json.loads(RunDir(run).summary.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -417,14 +502,15 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
     local_model = is_local_path(model)
     paths = {model: Path(model).expanduser().exists()} if local_model else {}
     zero = cfg.zero.name != "none"
+    hostname = socket.gethostname()
     return Facts(
         python=sys.executable,
-        hostname=socket.gethostname(),
+        hostname=hostname,
         cpu_count=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
         visible_gpus=count_visible_gpus(env) if cfg.device == "cuda" else 0,
         paths=paths,
         data=gather_data_facts(cfg.data.dataset, cfg.data.dataset_dir),
-        output_dir=scan_run_dir(cfg.output_dir),
+        output_dir=scan_run_dir(cfg.output_dir, hostname),
         sbatch=shutil.which("sbatch") if cfg.cluster.name == "slurm" else None,
         gpus=query_gpus(env) if cfg.device == "cuda" else (),
         packages=package_versions(),

@@ -3,7 +3,7 @@
     config.yaml  overrides.yaml  plan.json  launch.sh  env.json  data.json  logs/rank{N}.log  metrics.jsonl
     ds_config.auto.json (ZeRO: what the worker hands the Trainer)  ds_config.json (what DeepSpeed received)
     tensorboard/  wandb/  checkpoints/checkpoint-N/  final/  summary.json
-    attempts/N/ (each launch's config, overrides, launch.sh)  attempts.jsonl (every attempt's events)
+    attempts/N/ (each launch's config, overrides, plan, launch.sh, config_changes.json)  attempts.jsonl (events)
     launch.lock (who holds the run dir)  interrupted.json (stopped by a signal after a checkpoint)
     sbatch.sh  slurm/{job_ids, %j.out, attempts.log, exit_code}          (cluster=slurm)
 """
@@ -133,9 +133,11 @@ def new_run_dir(output_root: str, name: str, now: datetime) -> Path:
 
 
 def clear_run_dir(run: RunDir) -> None:
-    """overwrite_output_dir=true: the previous run's record and weights go, the folder stays."""
+    """overwrite_output_dir=true: the previous run's record and weights go, the folder (and the lock this launch
+    holds on it) stays."""
     for child in run.root.iterdir():
-        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        if child != run.lock:
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
 def _write(path: Path, text: str) -> None:
@@ -174,11 +176,30 @@ def write_run_dir(run: RunDir, *, config: Mapping[str, Any], overrides: Sequence
                   launch_sh: str, env: Mapping[str, Any], ds_config: Optional[Mapping[str, Any]] = None) -> None:
     """Everything a worker (or a person) needs, written before any process starts."""
     run.logs.mkdir(parents=True, exist_ok=True)
-    _write(run.config, yaml.safe_dump(dict(config), sort_keys=False))
-    _write(run.overrides, yaml.safe_dump(list(overrides)))
-    _write(run.plan, json.dumps(plan, indent=2) + "\n")
+    _write_launch(run.root, config, overrides, plan, launch_sh)
     if ds_config is not None:
         _write(run.ds_config_auto, json.dumps(ds_config, indent=2) + "\n")
-    _write(run.launch_sh, launch_sh)
-    run.launch_sh.chmod(0o755)
     _write(run.env, json.dumps(env, indent=2) + "\n")
+
+
+def _write_launch(folder: Path, config: Mapping[str, Any], overrides: Sequence[str], plan: Mapping[str, Any],
+                  launch_sh: str) -> None:
+    """What one launch was given: config.yaml, overrides.yaml, plan.json, launch.sh (named as RunDir names them)."""
+    d = RunDir(folder)
+    _write(d.config, yaml.safe_dump(dict(config), sort_keys=False))
+    _write(d.overrides, yaml.safe_dump(list(overrides)))
+    _write(d.plan, json.dumps(plan, indent=2) + "\n")
+    _write(d.launch_sh, launch_sh)
+    d.launch_sh.chmod(0o755)
+
+
+def write_attempt(run: RunDir, n: int, *, config: Mapping[str, Any], overrides: Sequence[str],
+                  plan: Mapping[str, Any], launch_sh: str, config_changes: Sequence[Mapping[str, Any]] = ()) -> Path:
+    """attempts/N/: this launch's own copy of what it was given (the top-level files describe the current
+    attempt and are replaced by the next launch), and the config changes a resume brought."""
+    folder = run.attempts / str(n)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_launch(folder, config, overrides, plan, launch_sh)
+    if config_changes:
+        _write(folder / "config_changes.json", json.dumps(list(config_changes), indent=2, default=str) + "\n")
+    return folder

@@ -370,8 +370,10 @@ class LaunchConfig:
     #: the run dir; default <output_root>/<name>/<timestamp>
     output_dir: Optional[str] = None
     output_root: str = "outputs"
-    #: continue from the last checkpoint in output_dir
-    resume: bool = False
+    #: true: continue from the newest complete checkpoint in output_dir (an error if there is none);
+    #: auto: continue if there is one, start fresh otherwise; false: start fresh. Any: Hydra gives a bool for
+    #: true/false and the string "auto"; validate refuses anything else.
+    resume: Any = False
     #: replace a finished run in output_dir
     overwrite_output_dir: bool = False
     seed: int = 42

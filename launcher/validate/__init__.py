@@ -15,7 +15,9 @@ from launcher.validate.model import check_adapter, check_adapter_paths, check_mo
 from launcher.validate.problem import Problem
 from launcher.validate.slurm import check_slurm, slurm_time_seconds
 from launcher.validate.stages import check_stage
-from launcher.validate.topology import check_batch, check_logger, check_output, check_topology
+from launcher.validate.lock import check_lock
+from launcher.validate.resume import check_output
+from launcher.validate.topology import check_batch, check_logger, check_topology
 
 __all__ = ["Problem", "slurm_time_seconds", "unknown_override_keys", "validate"]
 
@@ -34,6 +36,7 @@ def validate(cfg: Any, facts: Facts) -> list[Problem]:
         *check_stage(cfg, facts),
         *check_batch(cfg),
         *check_output(cfg, facts),
+        *check_lock(cfg, facts),
         *check_logger(cfg),
         *check_slurm(cfg, facts),
     ]

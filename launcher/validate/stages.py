@@ -133,7 +133,7 @@ def _check_online(cfg: Any, facts: Facts, stage: str) -> Iterator[Problem]:
 
 def _check_ppo(cfg: Any) -> Iterator[Problem]:
     s = cfg.stage
-    if cfg.resume:
+    if cfg.resume is True:  # resume=auto starts ppo fresh (the worker never resumes it)
         yield Problem("resume", True, "TRL's PPOTrainer cannot resume from a checkpoint; start a new run")
     if cfg.train.gradient_checkpointing:
         yield Problem("train.gradient_checkpointing", True, "TRL's PPOTrainer does not checkpoint activations; "

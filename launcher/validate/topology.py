@@ -1,4 +1,4 @@
-"""Where and how wide a run is, its batch arithmetic, its run dir and its loggers."""
+"""Where and how wide a run is, its batch arithmetic and its loggers."""
 from __future__ import annotations
 
 from typing import Any, Iterator
@@ -92,24 +92,6 @@ def check_batch(cfg: Any) -> Iterator[Problem]:
         yield Problem("global_batch_size", cfg.global_batch_size,
                       f"not divisible by per_device_train_batch_size x world size = "
                       f"{t.per_device_train_batch_size} x {world} = {step}; use {fixes}{alt}")
-
-
-def check_output(cfg: Any, facts: Facts) -> Iterator[Problem]:
-    if cfg.resume and cfg.overwrite_output_dir:
-        yield Problem("overwrite_output_dir", True, "contradicts resume=true; pick one")
-        return
-    if cfg.resume and not cfg.output_dir:
-        yield Problem("resume", True, "needs the run to continue; set output_dir=RUN_DIR")
-        return
-    out = facts.output_dir
-    if cfg.resume or cfg.overwrite_output_dir or not out.exists:
-        return
-    if out.finished:
-        yield Problem("output_dir", cfg.output_dir, "already holds a finished run (summary.json); use "
-                      "overwrite_output_dir=true to replace it, or another output_dir")
-    elif out.has_checkpoints:
-        yield Problem("output_dir", cfg.output_dir, "holds checkpoints of an unfinished run; use resume=true "
-                      "to continue it, or overwrite_output_dir=true to start over")
 
 
 def check_logger(cfg: Any) -> Iterator[Problem]:

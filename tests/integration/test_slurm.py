@@ -140,3 +140,24 @@ def test_status_and_cancel(slurm_cluster, tiny_model, tmp_path):
     assert cancel.returncode == 0 and "cancelled job" in cancel.stdout
     final = subprocess.run(["launch-status", str(run), "--wait"], capture_output=True, text=True, timeout=120)
     assert final.returncode != 0 and "CANCELLED" in final.stdout
+
+
+def test_a_queued_or_running_job_holds_its_run_dir(slurm_cluster, tiny_model, tmp_path):
+    """launch.lock names the job after sbatch; a second launch is refused naming it and its state; once the job
+    has ended the lock is stale and the next launch takes the run dir over."""
+    run = tmp_path / "run"
+    r = run_launch(*TINY, f"output_dir={run}", "train.max_steps=100000", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    job = job_id(run)
+    assert json.loads((run / "launch.lock").read_text())["slurm_job"] == job
+    second = run_launch(*TINY, f"output_dir={run}", "overwrite_output_dir=true", "train.max_steps=2", cwd=tmp_path)
+    assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
+    assert re.search(rf"is held by Slurm job {job} \((PENDING|RUNNING|CONFIGURING)\)", second.stderr), second.stderr
+    assert job_id(run) == job  # nothing was written or submitted
+    subprocess.run(["scancel", job], check=True)
+    subprocess.run(["launch-status", str(run), "--wait"], capture_output=True, text=True, timeout=120)
+    third = run_launch(*TINY, f"output_dir={run}", "overwrite_output_dir=true", "train.max_steps=2", "wait=true",
+                       cwd=tmp_path)
+    assert third.returncode == 0, third.stdout[-2000:] + third.stderr[-2000:]
+    assert f"names Slurm job {job}, but it has ended (CANCELLED" in third.stderr
+    assert summary(run)["steps"] == 2

@@ -90,9 +90,11 @@ def test_finished_run_in_output_dir_needs_resume_or_overwrite():
     cfg = compose("recipe=tiny_sft_lora", "device=cpu", "output_dir=/runs/old")
     e = only_error(cfg, facts(cfg, output_dir=RunDirFacts(exists=True, finished=True)))
     assert e.key == "output_dir" and "overwrite_output_dir=true" in e.fix
+    finished = RunDirFacts(exists=True, finished=True, has_checkpoints=True,
+                           last_checkpoint="/runs/old/checkpoints/checkpoint-6")
     for ok in ("overwrite_output_dir=true", "resume=true"):
         cfg = compose("recipe=tiny_sft_lora", "device=cpu", "output_dir=/runs/old", ok)
-        assert errors(cfg, facts(cfg, output_dir=RunDirFacts(exists=True, finished=True))) == []
+        assert errors(cfg, facts(cfg, output_dir=finished)) == []
 
 
 def test_unfinished_run_in_output_dir_suggests_resume():

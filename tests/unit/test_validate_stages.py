@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher.facts import RunRefFacts, scan_run_ref
+from launcher.facts import RunDirFacts, RunRefFacts, scan_run_ref
 from launcher.validate import validate
 from tests.support import TINY_MODEL, compose, facts, run_launch
 
@@ -142,11 +142,17 @@ def test_a_run_dir_given_for_an_adapter_points_at_its_final():
     (["recipe=tiny_ppo_lora", f"stage.reward_model={RM_RUN}", "stage.ppo_whiten_rewards=true"],
      "stage.ppo_whiten_rewards"),
     (["recipe=tiny_ppo_lora", f"stage.reward_model={RM_RUN}", "stage.ppo_target=0"], "stage.ppo_target"),
-    (["recipe=tiny_ppo_lora", f"stage.reward_model={RM_RUN}", "resume=true", "output_dir=/runs/ppo"], "resume"),
     (["recipe=tiny_dpo_lora", "stage.ref_model=/no/such/model"], "stage.ref_model"),
 ])
 def test_stage_settings(args, key):
     assert only_error(*args, runs={RM_RUN: rm_run(), "/no/such/model": RunRefFacts()}).key == key
+
+
+def test_ppo_cannot_resume():
+    ckpt = RunDirFacts(exists=True, has_checkpoints=True, last_checkpoint="/runs/ppo/checkpoints/checkpoint-4")
+    e = only_error("recipe=tiny_ppo_lora", f"stage.reward_model={RM_RUN}", "resume=true", "output_dir=/runs/ppo",
+                   runs={RM_RUN: rm_run()}, output_dir=ckpt)
+    assert e.key == "resume" and "PPOTrainer cannot resume" in e.fix
 
 
 def test_a_key_the_stage_does_not_read_is_a_warning():
