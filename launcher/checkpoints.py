@@ -57,3 +57,16 @@ def mark_complete(path: str | Path, info: Mapping[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path / MARKER)
+
+
+def to_rotate(checkpoints_dir: str | Path, keep: Optional[int]) -> list[Path]:
+    """What rotation deletes once a checkpoint is marked complete: complete ones beyond the newest `keep`
+    (None: keep all), and incomplete ones older than the newest complete one (a save that died). Never the
+    newest complete one, and never a newer incomplete one (what a later save may still be writing)."""
+    done = complete_checkpoints(checkpoints_dir)
+    if not done:
+        return []
+    newest = checkpoint_step(done[-1])
+    old_done = done[:-max(keep, 1)] if keep is not None else []
+    half = [p for p in all_checkpoints(checkpoints_dir) if not is_complete(p) and checkpoint_step(p) < newest]
+    return sorted(old_done + half, key=checkpoint_step)

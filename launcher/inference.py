@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from launcher.checkpoints import checkpoint_step, complete_checkpoints, is_complete
 from launcher.rundir import RunDir
 from launcher.schema import load_run_config
 
@@ -35,8 +36,11 @@ def open_run(run_dir: str, checkpoint: Optional[str] = None) -> TrainedRun:
         missing = f"{weights} does not exist: the run has not finished; pick a checkpoint with --checkpoint N"
     else:
         weights = run.checkpoints / f"checkpoint-{checkpoint}" if checkpoint.isdigit() else Path(checkpoint)
-        found = ", ".join(sorted(p.name.split("-")[-1] for p in run.checkpoints.glob("checkpoint-*"))) or "none"
-        missing = f"{weights} does not exist; checkpoints of this run: {found}"
+        found = ", ".join(str(checkpoint_step(p)) for p in complete_checkpoints(run.checkpoints)) or "none"
+        missing = f"{weights} does not exist; complete checkpoints of this run: {found}"
+        if weights.is_dir() and checkpoint_step(weights) is not None and not is_complete(weights):
+            raise RunError(f"{weights} is incomplete (its save did not finish on every rank); complete checkpoints "
+                           f"of this run: {found}")
     if not weights.is_dir():
         raise RunError(missing)
     return TrainedRun(run, load_run_config(str(run.config)), weights)

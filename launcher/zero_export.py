@@ -15,17 +15,19 @@ from pathlib import Path
 
 #: files of a Trainer checkpoint that are not part of a loadable model directory
 NOT_MODEL_FILES = re.compile(r"(model.*\.safetensors.*|pytorch_model.*|.*\.pth?|training_args\.bin|trainer_state\.json|"
-                             r"latest|zero_to_.*\.py)")
+                             r"latest|zero_to_.*\.py|launcher_complete\.json)")
 
 
 def find_checkpoint(path: Path) -> Path:
-    """A ZeRO checkpoint dir (it holds `latest`), or a run dir's last one."""
+    """A ZeRO checkpoint dir (it holds `latest`), or a run dir's last complete one."""
+    from launcher.checkpoints import complete_checkpoints
+
     if (path / "latest").is_file():
         return path
-    found = sorted((p for p in (path / "checkpoints").glob("checkpoint-*") if (p / "latest").is_file()),
-                   key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    found = [p for p in complete_checkpoints(path / "checkpoints") if (p / "latest").is_file()]
     if not found:
-        raise SystemExit(f"launch-zero-to-fp32: no ZeRO checkpoint (a checkpoint-N/ with `latest`) in {path}")
+        raise SystemExit(f"launch-zero-to-fp32: no complete ZeRO checkpoint (a checkpoint-N/ with `latest` and "
+                         f"launcher_complete.json) in {path}")
     return found[-1]
 
 

@@ -1,6 +1,7 @@
 """Trainer callbacks of the worker: rank-0 metrics (one JSON line per log step: step, epoch, loss, lr,
 grad_norm, tokens/s and every other number the stage's trainer logs: rewards/accuracies, objective/kl, reward,
-...; and per evaluation: step, epoch, eval_*), each rank's peak memory, and the resolved ds config."""
+...; and per evaluation: step, epoch, eval_*), the attempt's train_begin event, each rank's peak memory, and
+the resolved ds config."""
 from __future__ import annotations
 
 import ctypes
@@ -28,7 +29,8 @@ class MetricsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or END_OF_TRAINING in logs:
             return
-        at = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        # time: summary.json cuts metrics.jsonl (appended across attempts) into attempts by it
+        at = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "time": round(time.time(), 3)}
         numbers_only = {k: v for k, v in logs.items() if isinstance(v, numbers.Number) and k != "epoch"}
         if any(k.startswith("eval_") for k in numbers_only):
             self._write({**at, **{k: v for k, v in numbers_only.items() if k.startswith("eval_")}})
@@ -45,6 +47,23 @@ class MetricsCallback(TrainerCallback):
     def _write(self, row: dict) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+class AttemptBegins(TrainerCallback):
+    """Rank 0 records the attempt's train_begin in attempts.jsonl once the checkpoint is loaded (its step is the
+    resumed one), and removes a previous attempt's interrupted.json: this attempt continues from it."""
+
+    def __init__(self, run, event: dict):
+        self.run = run
+        self.event = event
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            from launcher.rundir import append_event
+
+            self.run.interrupted.unlink(missing_ok=True)
+            append_event(self.run, {"event": "train_begin", "time": time.time(), **self.event,
+                                    "step": state.global_step})
 
 
 class SaveResolvedDsConfig(TrainerCallback):

@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 
 from launcher.data.formats import ONLINE_STAGES
-from launcher.rundir import RunDir
+from launcher.rundir import RunDir, _write, append_event, read_events
 from launcher.schema import load_run_config
 from launcher.worker.ranklog import rank_from_env, setup_rank_logging
+from launcher.worker.signals import StopSignals
 
 log = logging.getLogger("launcher.worker")
 
@@ -34,11 +35,13 @@ def gather(value) -> list:
 
 
 class Worker:
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, signals: StopSignals | None = None):
         self.run = RunDir(Path(run_dir).resolve())
         self.cfg = load_run_config(str(self.run.config))
         self.rank, self.local_rank, self.world_size = rank_from_env()
+        self.host = socket.gethostname()
         self.started = time.time()
+        self.signals = signals or StopSignals()
 
     def setup(self) -> None:
         setup_rank_logging(self.run.rank_log(self.rank), self.rank)
@@ -53,6 +56,8 @@ class Worker:
                  self.run.root)
         set_seed(cfg.seed)
         self.precision = resolve_precision(cfg.precision.name.value, cfg.device.value)
+        if cfg.preflight:
+            self.preflight_alone()
         # Before the model: with a ZeRO-3 ds config, TrainingArguments makes from_pretrained load each
         # rank's partition only (deepspeed.zero.Init) instead of the whole model on every rank. Kept on self:
         # transformers holds that ds config by a weak reference. Each stage builds its own (TRL) config too.
@@ -61,6 +66,8 @@ class Worker:
         self.train_kwargs = self.training_kwargs()
         self.args = TrainingArguments(**self.train_kwargs)
         log.info("device %s", self.args.device)  # sets up torch.distributed (accelerate's PartialState)
+        if cfg.preflight:
+            self.preflight_together()
         if cfg.zero.name != "none":
             import deepspeed
 
@@ -74,6 +81,29 @@ class Worker:
         self.trainable, self.total = count_parameters(self.model)
         log.info("trainable params: %d / %d (%.4f%%), adapter %s, precision %s", self.trainable, self.total,
                  100 * self.trainable / self.total, cfg.adapter.name.value, self.precision)
+
+    def preflight_alone(self) -> None:
+        """This rank's own checks (device, disk), before torch.distributed: a failure exits at once."""
+        from launcher.worker import preflight
+
+        problems = preflight.local_checks(self.cfg, self.run, self.local_rank, self.precision)
+        if problems:
+            preflight.fail(self.run, [preflight.Failure(self.rank, self.host, c, m) for c, m in problems], self.rank)
+        log.info("preflight: device and disk ok")
+
+    def preflight_together(self) -> None:
+        """Checks of all ranks together (one collective with a timeout, the shared run dir)."""
+        import torch.distributed as dist
+
+        from launcher.worker import preflight
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        timeout = min(self.cfg.train.ddp_timeout, preflight.COLLECTIVE_TIMEOUT_S)
+        failures = preflight.collective_checks(self.run, self.rank, timeout)
+        if failures:
+            preflight.fail(self.run, failures, self.rank)
+        log.info("preflight: all %d ranks reached the barrier and share %s", self.world_size, self.run.root)
 
     def prepare_data(self):
         """Local rank 0 tokenizes into the cache (or finds it there); the other ranks wait for it."""
@@ -102,7 +132,10 @@ class Worker:
             logging_steps=t.logging_steps, logging_first_step=True,
             eval_strategy=t.eval_strategy, eval_steps=t.eval_steps,
             per_device_eval_batch_size=t.per_device_eval_batch_size,
-            save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+            # the launcher rotates (CompleteCheckpoints) once a checkpoint is complete; the Trainer's rotation
+            # runs before that and could delete the newest complete one for one never finished
+            save_strategy="steps", save_steps=t.save_steps, save_total_limit=None,
+            ddp_timeout=t.ddp_timeout,
             # transformers' new name; its default is non-reentrant, so gradients reach an adapter even when the
             # inputs (frozen embeddings) need none
             activation_checkpointing=t.gradient_checkpointing,
@@ -124,39 +157,37 @@ class Worker:
         )
 
     def train(self) -> None:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        from launcher.worker.callbacks import MetricsCallback, PeakMemory, SaveResolvedDsConfig
+        from launcher.worker.callbacks import AttemptBegins, MetricsCallback, PeakMemory, SaveResolvedDsConfig
+        from launcher.worker.checkpointing import CompleteCheckpoints
         from launcher.worker.preempt import PreemptionCallback
-        from launcher.worker.stages import CANNOT_RESUME, StageInputs, stage_of
+        from launcher.worker.stages import StageInputs, stage_of
 
         stage_name = self.cfg.stage.name.value
         stage = stage_of(stage_name)
+        resume = self.resume_from(stage_name)
         metrics, peak = MetricsCallback(self.run.metrics), PeakMemory(self.cfg.device.value)
-        callbacks = [metrics, peak]
-        preempt = PreemptionCallback(os.environ["LAUNCHER_PREEMPT_FILE"]) \
-            if os.environ.get("LAUNCHER_PREEMPT_FILE") else None
-        if preempt:
-            callbacks.append(preempt)
+        saves = CompleteCheckpoints(self.run.checkpoints, self.cfg.train.save_total_limit, self.world_size,
+                                    self.zero_stage())
+        # SIGTERM/SIGINT always; the request file of the Slurm batch script (USR2) when there is one
+        preempt = PreemptionCallback(self.signals, os.environ.get("LAUNCHER_PREEMPT_FILE") or None)
+        begins = AttemptBegins(self.run, {
+            "restart": int(os.environ.get("LAUNCHER_RESTART", 0)),
+            "slurm_restart": int(os.environ.get("LAUNCHER_RESTART_COUNT", 0)),
+            "host": self.host, "world_size": self.world_size, "resumed_from": str(resume) if resume else None})
+        callbacks = [metrics, peak, saves, preempt, begins]
         inputs = StageInputs(cfg=self.cfg, tokenizer=self.tokenizer, model=self.model, data=self.data,
                              args=self.train_kwargs, callbacks=callbacks, precision=self.precision)
         trainer = stage.build(inputs)
         if trainer.is_deepspeed_enabled:
             trainer.add_callback(SaveResolvedDsConfig(self.run.ds_config, trainer))
-        # resume=true, or a job requeued by Slurm (LAUNCHER_RESUME from the batch script)
-        wants_resume = self.cfg.resume or os.environ.get("LAUNCHER_RESUME") == "1"
-        resume = get_last_checkpoint(str(self.run.checkpoints)) if wants_resume and self.run.checkpoints.is_dir() \
-            else None
-        if resume and stage_name in CANNOT_RESUME:
-            log.warning("stage=%s cannot resume from %s (TRL's trainer has no resume); training from the start",
-                        stage_name, resume)
-            resume = None
-        if resume:
-            log.info("resuming from %s", resume)
-        result = trainer.train(resume_from_checkpoint=resume) if resume else trainer.train()
-        if preempt and preempt.stopped_at is not None:
-            log.warning("stopped at step %d for a requeue; final/ and summary.json come when training ends",
-                        preempt.stopped_at)
+        result = trainer.train(resume_from_checkpoint=str(resume)) if resume else trainer.train()
+        stopped = preempt.stopped_at is not None
+        if trainer.is_world_process_zero():
+            append_event(self.run, {"event": "train_end", "time": time.time(), "step": trainer.state.global_step,
+                                    "tokens": trainer.state.num_input_tokens_seen,
+                                    "outcome": "interrupted" if stopped else "finished"})
+        if stopped:
+            self.stopped(trainer, preempt, saves)
             return
         evaluation = self.final_eval(trainer) if self.data.eval is not None else {}
         # Every rank: under ZeRO-3 the 16-bit weights are gathered from all of them
@@ -170,6 +201,49 @@ class Worker:
             self.write_summary(trainer, result, metrics.history, resume, evaluation, stage.METRICS[stage_name], extra,
                                memory)
 
+    def resume_from(self, stage_name: str) -> Path | None:
+        """The newest complete checkpoint, when resume=true/auto or a restart/requeue (LAUNCHER_RESUME=1) asks
+        for one; a checkpoint whose save did not finish on every rank is never resumed from."""
+        from launcher.checkpoints import all_checkpoints, checkpoint_step, is_complete, last_complete_checkpoint
+        from launcher.worker.stages import CANNOT_RESUME
+
+        wants = str(self.cfg.resume).lower() in ("true", "auto") or os.environ.get("LAUNCHER_RESUME") == "1"
+        if not wants:
+            return None
+        resume = last_complete_checkpoint(self.run.checkpoints)
+        newest = checkpoint_step(resume) if resume else -1
+        torn = [p.name for p in all_checkpoints(self.run.checkpoints)
+                if not is_complete(p) and checkpoint_step(p) > newest]
+        if torn:
+            log.warning("not resuming from %s: the save did not complete on every rank", ", ".join(torn))
+        if resume is None:
+            log.warning("no complete checkpoint in %s: training from the start", self.run.checkpoints)
+            return None
+        if stage_name in CANNOT_RESUME:
+            log.warning("stage=%s cannot resume from %s (TRL's trainer has no resume); training from the start",
+                        stage_name, resume)
+            return None
+        log.info("resuming from %s", resume)
+        return resume
+
+    def zero_stage(self):
+        from launcher import zero
+
+        if self.cfg.zero.name == "none":
+            return None
+        return zero.stage(json.loads(self.run.ds_config_auto.read_text()))
+
+    def stopped(self, trainer, preempt, saves) -> None:
+        """Stopped on request after every rank saved this step's checkpoint. On a signal rank 0 writes
+        interrupted.json (launch.sh exits "interrupted, resumable"); the rank then exits 0."""
+        step = preempt.stopped_at
+        if preempt.by_signal and trainer.is_world_process_zero():
+            _write(self.run.interrupted, json.dumps({
+                "step": step, "checkpoint": str(saves.last) if saves.last else None,
+                "signal": preempt.describe(), "time": time.time()}, indent=2) + "\n")
+        log.warning("stopped at step %d (%s) after saving %s; resume=true continues from it", step,
+                    preempt.describe(), saves.last)
+
     @staticmethod
     def final_eval(trainer) -> dict:
         """The eval metrics after the last step: evaluated now unless eval_strategy just did."""
@@ -179,35 +253,42 @@ class Worker:
             return trainer.evaluate()
         return last
 
-    def write_summary(self, trainer, result, history: list[dict], resumed_from: str | None, evaluation: dict,
+    def write_summary(self, trainer, result, history: list[dict], resumed_from: Path | None, evaluation: dict,
                       stage_metrics: tuple[str, ...], extra: dict, memory: dict) -> None:
+        """The whole run (every attempt in this run dir: metrics.jsonl and attempts.jsonl), not this attempt."""
+        from launcher.worker.history import metrics_rows, whole_run
+
         state = trainer.state
         runtime = (result.metrics.get("train_runtime") if result else None) or (time.time() - self.started)
-        losses = [h["loss"] for h in history if "loss" in h]
+        rows = metrics_rows(self.run.metrics.read_text()) if self.run.metrics.is_file() else history
+        run = whole_run(read_events(self.run), rows, state.num_input_tokens_seen)
         summary = {
             "stage": self.cfg.stage.name.value, "adapter": self.cfg.adapter.name.value, "precision": self.precision,
             "world_size": self.world_size, "global_batch_size": trainer.args.per_device_train_batch_size
             * trainer.args.gradient_accumulation_steps * self.world_size,
             "steps": state.global_step, "epochs": state.epoch,
-            "first_loss": losses[0] if losses else None,
-            "final_loss": losses[-1] if losses else None,
+            # the first attempt's first loss, the last attempt's last
+            "first_loss": run["first_loss"], "final_loss": run["final_loss"],
             "train_loss": result.training_loss if result else None,
             "eval_loss": evaluation.get("eval_loss"),
             # the stage's own metrics as its trainer logged them: first and last logged value
             "metrics": {m: {"first": values[0], "last": values[-1]}
-                        for m in stage_metrics if (values := [h[m] for h in history if m in h])},
+                        for m in stage_metrics if (values := [h[m] for h in rows if m in h])},
             "eval_metrics": {m: evaluation[f"eval_{m}"] for m in stage_metrics if f"eval_{m}" in evaluation},
             **extra,
             "trained_tokens": state.num_input_tokens_seen,
+            # this attempt's training time; train_time_s: every attempt's (tokens_per_s divides by it)
             "train_runtime_s": round(runtime, 3),
-            "tokens_per_s": round(state.num_input_tokens_seen / runtime, 1) if runtime else None,
+            "train_time_s": run["train_time_s"],
+            "tokens_per_s": run["tokens_per_s"],
             "wall_time_s": round(time.time() - self.started, 3),
             "trainable_params": self.trainable, "total_params": self.total,
             "zero_stage": trainer.deepspeed.zero_optimization_stage() if trainer.is_deepspeed_enabled else None,
             **memory,
-            "resumed_from": resumed_from, "final_dir": str(self.run.final),
+            "resumed_from": str(resumed_from) if resumed_from else None, "final_dir": str(self.run.final),
             "restart_count": int(os.environ.get("LAUNCHER_RESTART_COUNT", 0)),
             "data_cache": self.data.record.get("cache_path"), "non_pad_share": self.data.record.get("non_pad_share"),
+            "attempts": run["attempts"],
         }
         self.run.summary.write_text(json.dumps(summary, indent=2) + "\n")
         log.info("summary: %s", json.dumps(summary))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.checkpoints import MARKER
 from tests.support import processes_mentioning, run_launch, wait_until_training
 
 pytestmark = pytest.mark.integration
@@ -105,6 +106,16 @@ def test_zero2_lora_adapter_loads_with_peft(zero2, tiny_model):
     _, run = zero2
     tuned, base = logits((run / "final", tiny_model), tiny_model)
     assert max_diff(tuned, base) > 1e-3
+
+
+def test_a_zero_checkpoint_is_marked_complete_after_every_rank_wrote_its_shard(zero2):
+    _, run = zero2
+    ckpt = run / f"checkpoints/checkpoint-{STEPS}"  # the last step's save
+    marker = ckpt / MARKER
+    assert json.loads(marker.read_text()) | {"time": 0} == {"step": STEPS, "world_size": 2, "zero_stage": 2, "time": 0}
+    shards = sorted(ckpt.glob("global_step*/*optim_states.pt"))
+    assert [p.name.split("_mp_rank")[0][-6:] for p in shards] == ["rank_0", "rank_1"]  # one per rank
+    assert marker.stat().st_mtime >= max(p.stat().st_mtime for p in shards)
 
 
 def test_zero3_runs_through_the_deepspeed_launcher(zero3):
