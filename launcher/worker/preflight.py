@@ -16,7 +16,6 @@ import shutil
 import socket
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 from launcher.rundir import RunDir, append_event
