@@ -7,12 +7,11 @@ import json
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from launcher.checkpoints import all_checkpoints, is_complete, mark_complete
+from launcher.checkpoints import all_checkpoints, is_complete
 from launcher.rundir import RunDir, read_events
 from tests.support import run_launch, wait_until_training
 
@@ -54,11 +53,7 @@ def test_the_first_launch_finishes_and_releases_the_run_dir(contested):
 
 def test_a_resume_with_another_learning_rate_is_warned_and_recorded(contested):
     run = contested[3]
-    # Until the worker marks its checkpoints complete (issue 11's worker part), mark them here: this test is
-    # about the config diff and the attempts, not about the marker.
-    for ckpt in all_checkpoints(run / "checkpoints"):
-        if not is_complete(ckpt):
-            mark_complete(ckpt, {"step": int(ckpt.name.split("-")[1])})
+    assert all(is_complete(ckpt) for ckpt in all_checkpoints(run / "checkpoints"))  # the worker marked them
     r = run_launch(*COMMON, f"output_dir={run}", f"train.max_steps={STEPS + 4}", "train.save_steps=20",
                    "resume=true", "train.learning_rate=1e-3", cwd=run.parent)
     assert r.returncode == 0, r.stderr[-3000:]
