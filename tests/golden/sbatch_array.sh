@@ -28,7 +28,10 @@ export LAUNCHER_RESTART_COUNT="$RESTART"
 if [ "$RESTART" -gt 0 ]; then export LAUNCHER_RESUME=1; fi
 export LAUNCHER_PREEMPT_FILE="$RUN_DIR/slurm/preempt.request"
 rm -f "$LAUNCHER_PREEMPT_FILE"
+# The warning signal, and SIGTERM (the time limit, a preemption with a grace time, scancel --signal=TERM):
+# the ranks checkpoint, then the job is requeued.
 trap 'echo "launch: SIGUSR2 at $(date -Is): asking the ranks to checkpoint"; touch "$LAUNCHER_PREEMPT_FILE"' USR2
+trap 'echo "launch: SIGTERM at $(date -Is): asking the ranks to checkpoint"; touch "$LAUNCHER_PREEMPT_FILE"' TERM
 srun --nodes=1 --ntasks-per-node=1 --kill-on-bad-exit=1 bash "$RUN_DIR/launch.sh" &
 SRUN_PID=$!
 while :; do
