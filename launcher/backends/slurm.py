@@ -117,7 +117,9 @@ def render_sbatch(*, options: Mapping[str, Optional[str]], run_dirs: Sequence[st
         "# the ranks checkpoint, then the job is requeued.",
         *(f"trap 'echo \"launch: SIG{sig} at $(date -Is): asking the ranks to checkpoint\"; "
           f"touch \"$LAUNCHER_PREEMPT_FILE\"' {sig}" for sig in dict.fromkeys((signal, "TERM"))),
-        f'{srun} bash "$RUN_DIR/launch.sh" &',
+        "# srun in a session of its own: a SIGTERM to the batch shell's process group would make srun kill the",
+        "# step at once (Slurm signals the step's processes itself, which checkpoint and stop).",
+        f'setsid {srun} bash "$RUN_DIR/launch.sh" &',
         'SRUN_PID=$!',
         'while :; do',
         '  wait "$SRUN_PID"; rc=$?',

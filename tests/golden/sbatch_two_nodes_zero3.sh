@@ -28,7 +28,9 @@ rm -f "$LAUNCHER_PREEMPT_FILE"
 # the ranks checkpoint, then the job is requeued.
 trap 'echo "launch: SIGUSR2 at $(date -Is): asking the ranks to checkpoint"; touch "$LAUNCHER_PREEMPT_FILE"' USR2
 trap 'echo "launch: SIGTERM at $(date -Is): asking the ranks to checkpoint"; touch "$LAUNCHER_PREEMPT_FILE"' TERM
-srun --nodes=2 --ntasks-per-node=1 --kill-on-bad-exit=1 bash "$RUN_DIR/launch.sh" &
+# srun in a session of its own: a SIGTERM to the batch shell's process group would make srun kill the
+# step at once (Slurm signals the step's processes itself, which checkpoint and stop).
+setsid srun --nodes=2 --ntasks-per-node=1 --kill-on-bad-exit=1 bash "$RUN_DIR/launch.sh" &
 SRUN_PID=$!
 while :; do
   wait "$SRUN_PID"; rc=$?

@@ -12,26 +12,13 @@ from pathlib import Path
 import pytest
 
 from launcher.rundir import RunDir, read_events
-from tests.support import processes_mentioning, run_launch, wait_until_training
+from tests.support import processes_mentioning, rank_pid, run_launch, wait_until_training
 
 pytestmark = pytest.mark.integration
 
 #: 2 CPU ranks; a checkpoint every step, so that the restart resumes from the step the kill interrupted
 TWO_RANKS = ("recipe=tiny_sft_lora", "device=cpu", "gpus=2", "train.max_steps=40", "train.save_steps=1",
              "train.logging_steps=1")
-
-
-def rank_pid(run: Path, rank: int) -> int | None:
-    """The pid of the worker process of `rank` in run (from its environment)."""
-    for pid in processes_mentioning(str(run)):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"launcher.worker" in cmd and f"RANK={rank}".encode() in env:
-            return pid
-    return None
 
 
 def start_launch(tmp_path: Path, run: Path, *overrides: str) -> subprocess.Popen:
