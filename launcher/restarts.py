@@ -101,8 +101,10 @@ def after_attempt(run: RunDir, *, node: int, restart: int, max_restarts: int, ex
     fatal = attempt_fatal(read_events(run), started)
     decision = decide(exit_code=exit_code, signal=signal, interrupted=interrupted_since(run, started), fatal=fatal,
                       restart=restart, max_restarts=max_restarts)
-    failure = root_cause(read_from(log, log_offset)) if exit_code else None
-    if fatal is not None:
+    failure = None  # after a signal or a save, no rank failed (torchrun reports the stopped ones all the same)
+    if decision.reason == "rank failed":
+        failure = root_cause(read_from(log, log_offset))
+    elif fatal is not None and decision.reason.startswith("fatal"):
         failure = Failure(fatal.get("rank"), fatal.get("host"), fatal.get("exit_code"))
     restarting = decision.exit_code is None
     checkpoint = last_complete_checkpoint(run.checkpoints) if restarting else None
@@ -111,7 +113,7 @@ def after_attempt(run: RunDir, *, node: int, restart: int, max_restarts: int, ex
                        "failed_rank": failure.rank if failure else None,
                        "failed_host": failure.host if failure else None,
                        "restarting": restarting, "resume_step": checkpoint_step(checkpoint) if checkpoint else None})
-    if exit_code and decision.reason == "rank failed":
+    if decision.reason == "rank failed":
         who = f"rank {failure.rank} on {failure.host} (exit code {failure.exitcode})" if failure and \
             failure.rank is not None else f"a rank (exit code {exit_code})"
         then = (f"restart {restart + 1} of at most {max_restarts}, resuming from "

@@ -103,9 +103,18 @@ def test_kill_9_of_launch_leaves_no_rank_training(tmp_path, tiny_model):
     assert not (run / "summary.json").exists()
 
 
+ZERO2 = (*TWO_RANKS, "zero=2", "backend=deepspeed")
+
+
+@pytest.mark.xfail(strict=False, reason="needs part A of issue 11 (checkpoint completion markers): a ZeRO save "
+                   "takes long enough that the kill often lands in it, and resuming from the half-written "
+                   "checkpoint fails; remove after merging")
 def test_a_killed_deepspeed_rank_restarts_with_zero2(tmp_path, tiny_model, deepspeed_ops):
+    reference = tmp_path / "uninterrupted"
+    r = run_launch(*ZERO2, f"output_dir={reference}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "run"
-    proc = start_launch(tmp_path, run, *TWO_RANKS, "zero=2", "backend=deepspeed", "max_restarts=1")
+    proc = start_launch(tmp_path, run, *ZERO2, "max_restarts=1")
     kill_rank_after(run, rank=1, steps=5, timeout=300)
     _, err = proc.communicate(timeout=400)
     assert proc.returncode == 0, err[-4000:]
@@ -113,4 +122,7 @@ def test_a_killed_deepspeed_rank_restarts_with_zero2(tmp_path, tiny_model, deeps
     exits = [e for e in read_events(RunDir(run)) if e["event"] == "exit"]
     assert [(e["restart"], e["reason"], e["restarting"]) for e in exits] == \
         [(0, "rank failed", True), (1, "finished", False)]
-    assert "--master_port=" in (run / "launch.sh").read_text()
+    assert '"--master_port=$PORT"' in (run / "launch.sh").read_text()  # BASE_PORT + restart: a fresh store
+    ours, theirs = adapter(run), adapter(reference)
+    for name in ours:
+        assert (ours[name] == theirs[name]).all(), name
