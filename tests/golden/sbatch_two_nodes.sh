@@ -52,6 +52,11 @@ while :; do
 done
 echo "$rc" > "$RUN_DIR/slurm/exit_code"
 if [ -f "$LAUNCHER_PREEMPT_FILE" ] && [ ! -f "$RUN_DIR/summary.json" ]; then
+  # scancel sends the same SIGTERM as a preemption: a cancelled (no longer running) job stays so
+  if ! scontrol show job -o "$SLURM_JOB_ID" | grep -q "JobState=RUNNING"; then
+    echo "launch: job $SLURM_JOB_ID is no longer running (cancelled?); not requeueing" >&2
+    exit "$rc"
+  fi
   if [ "$RESTART" -lt "$MAX_REQUEUES" ]; then
     echo "launch: checkpoint saved; requeueing job $SLURM_JOB_ID (restart $((RESTART + 1)) of at most $MAX_REQUEUES)"
     scontrol requeue "$SLURM_JOB_ID"
