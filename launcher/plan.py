@@ -5,6 +5,7 @@ the resolved config the worker reads carries the plan's numbers. Backends only c
 """
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional
@@ -19,8 +20,15 @@ WORKER_MODULE = "launcher.worker"
 #: torchrun's and DeepSpeed's default rendezvous port: every node must agree on it, so no random pick
 DEFAULT_MASTER_PORT = 29500
 #: torchrun reads any flag from PET_<FLAG>: on Slurm each node's values come from the allocation
-SLURM_RENDEZVOUS = {"PET_NNODES": "$SLURM_NNODES", "PET_NODE_RANK": "$SLURM_NODEID",
-                    "PET_MASTER_ADDR": "$MASTER_ADDR", "PET_MASTER_PORT": "$MASTER_PORT"}
+SLURM_RENDEZVOUS = {"PET_NNODES": "$SLURM_NNODES", "PET_NODE_RANK": "$SLURM_NODEID", "PET_MASTER_ADDR": "$MASTER_ADDR"}
+#: launch.sh's rendezvous port of the current attempt (BASE_PORT + restart index: a fresh store per attempt,
+#: the same on every node); an argv word holding it is expanded by the shell
+PORT = "$PORT"
+#: how long torchrun lets its ranks stop after a signal (save a checkpoint) before it kills them
+SHUTDOWN_TIMEOUT_S = 120
+#: torchrun runs one attempt (launch.sh's loop restarts it with a fresh store: its own in-place restart
+#: reuses a stale store with gloo) and gives the ranks time to checkpoint when signalled
+TORCHRUN_ONE_ATTEMPT = ("--max-restarts=0", f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,11 @@ class LaunchPlan:
     cluster: str = "local"
     #: env whose values the shell expands on each node at run time (node rank, master address from Slurm)
     node_env: Mapping[str, str] = field(default_factory=dict)
+    #: restarts of the rank group after a rank dies (launch.sh's loop); each resumes from a checkpoint
+    max_restarts: int = 0
+    #: the first attempt's rendezvous port (a number, or "$MASTER_PORT" from the sbatch script); None: the
+    #: command picks its own (torchrun --standalone) or needs none (one process)
+    base_port: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -80,7 +93,10 @@ class LaunchPlan:
         return d
 
     def to_shell(self, cwd: str) -> str:
-        """launch.sh: the exact command(s), re-runnable; also what dry_run prints."""
+        """launch.sh: the exact command(s) and the restart loop around them, re-runnable; what dry_run prints.
+
+        `bash launch.sh [NODE_RANK]` (default: this launch's node) runs that node's command once per attempt."""
+        q = shlex.quote
         lines = [
             "#!/usr/bin/env bash",
             f"# run dir: {self.run_dir}",
@@ -90,24 +106,87 @@ class LaunchPlan:
             "# ranks (rank: node/local_rank device): "
             + ", ".join(f"{r.rank}: {r.node}/{r.local_rank} {r.device}" for r in self.ranks),
             *(f"# {line}" for line in (self.zero.describe() if self.zero else ())),
-            "set -euo pipefail",
-            f"cd {shlex.quote(cwd)}",
+            "set -uo pipefail",
+            f"cd {q(cwd)}",
+            f"RUN_DIR={q(self.run_dir)}",
+            'NODE="${SLURM_NODEID:-0}"' if self.cluster == "slurm" else f'NODE="${{1:-{self.node_rank}}}"',
+            f"MAX_RESTARTS={self.max_restarts}",
+            *([f'BASE_PORT="{self.base_port}"' if self.base_port.startswith("$") else f"BASE_PORT={self.base_port}"]
+              if self.base_port else []),
+            'LOG="$RUN_DIR/logs/launcher.node$NODE.log"  # this node\'s launcher output (which rank failed)',
+            "",
+            "# One attempt: this node's command; its ranks resume when LAUNCHER_RESUME=1.",
+            "attempt() {",
         ]
         if len(self.commands) == 1:
-            return "\n".join(lines + self._node_lines(self.commands[0])) + "\n"
-        # One script for every node: `bash launch.sh NODE_RANK`; without an argument, this launch's node.
-        lines.append(f'case "${{1:-{self.node_rank}}}" in')
-        for cmd in self.commands:
-            lines.append(f"  {cmd.node})")
-            lines += [f"    {line}" for line in self._node_lines(cmd)]
-            lines.append("    ;;")
-        lines += ['  *) echo "launch.sh: no node $1 in this plan" >&2; exit 2;;', "esac"]
+            lines += [f"  {line}" for line in self._node_lines(self.commands[0])]
+        else:
+            lines.append('  case "$NODE" in')
+            for cmd in self.commands:
+                lines.append(f"    {cmd.node})")
+                lines += [f"      {line}" for line in self._node_lines(cmd)]
+                lines.append("      ;;")
+            lines += ['    *) echo "launch.sh: no node $NODE in this plan" >&2; exit 2;;', "  esac"]
+        lines += ["}", "", *self._signal_lines(), "", *self._loop_lines()]
         return "\n".join(lines) + "\n"
 
     def _node_lines(self, cmd: NodeCommand) -> list[str]:
+        argv = cmd.argv if self.backend == "single" else (cmd.argv[0], "-m", "launcher.pdeathsig", *cmd.argv)
         return [*(f"export {k}={shlex.quote(v)}" for k, v in sorted(cmd.env.items())),
                 *(f'export {k}="{v}"' for k, v in sorted(self.node_env.items())),  # expanded on the node
-                "exec " + shlex.join(cmd.argv)]
+                "exec " + " ".join(map(shell_word, argv))]
+
+    def _signal_lines(self) -> list[str]:
+        if self.cluster == "slurm":
+            forward = ["# On Slurm, Slurm signals the step's processes itself (torchrun forwards to its ranks); the",
+                       "# request file makes the ranks checkpoint and the batch script requeue the job.",
+                       'forward() { touch "${LAUNCHER_PREEMPT_FILE:-/dev/null}"; }']
+        elif self.backend == "deepspeed":
+            forward = ["# The deepspeed runner does not forward signals: they go to the ranks (children of its",
+                       "# launch.py child); before those exist, to launch.py, which stops its ranks.",
+                       'forward() { pkill -"$1" -P "$(pgrep -d, -P "$PID")" || pkill -"$1" -P "$PID" '
+                       '|| kill -s "$1" "$PID"; } 2>/dev/null']
+        else:
+            who = "torchrun, which forwards it to its ranks once" if self.backend == "torchrun" else "the one rank"
+            forward = [f"# to {who}", 'forward() { kill -s "$1" "$PID" 2>/dev/null; }']
+        return [
+            "# A signal stops the loop and reaches every rank once; the ranks checkpoint and stop.",
+            *forward,
+            'SIG=0; PID=""',
+            "trap 'SIG=15; forward TERM' TERM; trap 'SIG=2; forward INT' INT; trap 'SIG=1; forward TERM' HUP",
+        ]
+
+    def _loop_lines(self) -> list[str]:
+        py = self.commands[0].argv[0]
+        return [
+            "# A rank that dies ends the attempt; the rank group restarts (at most MAX_RESTARTS times) with a",
+            "# fresh rendezvous and resumes from the newest complete checkpoint. launcher.restarts records each",
+            "# attempt's end in attempts.jsonl and prints `restart` or the status to exit with.",
+            "RESTART=0",
+            'while [ "$SIG" = 0 ]; do',
+            '  export LAUNCHER_RESTART="$RESTART"',
+            '  if [ "$RESTART" -gt 0 ]; then export LAUNCHER_RESUME=1; fi',
+            *(['  PORT=$(( BASE_PORT + RESTART ))'] if self.base_port else []),
+            '  STARTED="$(date +%s.%N)"; OFFSET="$(stat -c %s "$LOG" 2>/dev/null || echo 0)"',
+            '  attempt 2> >(tee -a "$LOG" >&2) &',
+            "  PID=$!",
+            '  while wait "$PID"; rc=$?; kill -0 "$PID" 2>/dev/null; do :; done  # a trap ends `wait` early',
+            f'  NEXT="$({shlex.quote(py)} -m launcher.restarts "$RUN_DIR" --node "$NODE" --restart "$RESTART" '
+            '--max-restarts "$MAX_RESTARTS" \\',
+            '         --exit-code "$rc" --signal "$SIG" --log "$LOG" --log-offset "$OFFSET" --started "$STARTED")" '
+            '|| NEXT="$rc"',
+            '  [ "$NEXT" = restart ] || exit "$NEXT"',
+            "  RESTART=$(( RESTART + 1 ))",
+            "done",
+            "exit $(( 128 + SIG ))",
+        ]
+
+
+def shell_word(arg: str) -> str:
+    """shlex.quote, except that an argument holding this attempt's port ($PORT) is left to the shell."""
+    if PORT in arg and re.fullmatch(r"[\w.,:=/+-]*", arg.replace(PORT, "")):
+        return f'"{arg}"'
+    return shlex.quote(arg)
 
 
 def plan_batch(cfg: Any) -> BatchPlan:
@@ -173,7 +252,19 @@ def build_plan(cfg: Any, facts: Facts, run_dir: str) -> LaunchPlan:
     config["train"]["gradient_accumulation_steps"] = batch.gradient_accumulation_steps
     return LaunchPlan(run_dir=run_dir, backend=backend, nodes=cfg.nodes, nproc_per_node=nproc, world_size=world,
                       batch=batch, ranks=ranks, commands=commands, config=config, cluster=cfg.cluster.name.value,
-                      node_env=node_env, zero=plan_zero(cfg, facts, nproc), node_rank=cfg.node_rank)
+                      node_env=node_env, zero=plan_zero(cfg, facts, nproc), node_rank=cfg.node_rank,
+                      max_restarts=cfg.max_restarts, base_port=base_port(cfg, facts, backend))
+
+
+def base_port(cfg: Any, facts: Facts, backend: str) -> Optional[str]:
+    """The first attempt's rendezvous port; each restart adds 1 (every node counts restarts alike)."""
+    if backend == "single" or (backend == "torchrun" and cfg.nodes == 1 and cfg.cluster.name != ClusterType.slurm):
+        return None  # one process, or torchrun --standalone (a free port of its own per attempt)
+    if cfg.cluster.name == ClusterType.slurm:
+        return "$MASTER_PORT"  # the sbatch script's, derived from the job id
+    if backend == "deepspeed" and cfg.nodes == 1:
+        return str(cfg.master_port or facts.free_port)
+    return str(cfg.master_port or DEFAULT_MASTER_PORT)
 
 
 def slurm_node_command(cfg: Any, facts: Facts, backend: str, nproc: int, run_dir: str, env: Mapping[str, str]
@@ -184,22 +275,22 @@ def slurm_node_command(cfg: Any, facts: Facts, backend: str, nproc: int, run_dir
         {"OMP_NUM_THREADS": f"$(( SLURM_CPUS_ON_NODE / {nproc} > 1 ? SLURM_CPUS_ON_NODE / {nproc} : 1 ))"}
     if backend == "single":
         return node_argvs(cfg, facts, backend, nproc, run_dir), node_env
-    return [(facts.python, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--max-restarts=0",
-             "-m", WORKER_MODULE, run_dir)], {**SLURM_RENDEZVOUS, **node_env}
+    return [(facts.python, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--master-port={PORT}",
+             *TORCHRUN_ONE_ATTEMPT, "-m", WORKER_MODULE, run_dir)], {**SLURM_RENDEZVOUS, **node_env}
 
 
 def node_argvs(cfg: Any, facts: Facts, backend: str, nproc: int, run_dir: str) -> list[tuple[str, ...]]:
     """The command each node runs, node 0 first."""
     py, worker = facts.python, ("-m", WORKER_MODULE, run_dir)
-    nodes, port = range(cfg.nodes), cfg.master_port or DEFAULT_MASTER_PORT
+    nodes = range(cfg.nodes)
     if backend == "single":
         return [(py, *worker)]
     if backend == "torchrun":
-        common = (f"--nproc-per-node={nproc}", "--max-restarts=0", *worker)
+        common = (f"--nproc-per-node={nproc}", *TORCHRUN_ONE_ATTEMPT, *worker)
         if cfg.nodes == 1:
             return [(py, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", *common)]
         return [(py, "-m", "torch.distributed.run", f"--nnodes={cfg.nodes}", f"--node-rank={n}",
-                 f"--master-addr={cfg.master_addr}", f"--master-port={port}", *common) for n in nodes]
+                 f"--master-addr={cfg.master_addr}", f"--master-port={PORT}", *common) for n in nodes]
     # deepspeed: --no_local_rank, else it appends --local_rank=N to the worker's argv; --module runs it as -m.
     runner, tail = (py, "-m", "deepspeed.launcher.runner"), ("--no_local_rank", "--module", WORKER_MODULE, run_dir)
     if cfg.nodes == 1:
@@ -207,8 +298,8 @@ def node_argvs(cfg: Any, facts: Facts, backend: str, nproc: int, run_dir: str) -
         # Without --include the runner would renumber GPUs from 0 and ignore CUDA_VISIBLE_DEVICES.
         slots = f"--include=localhost:{','.join(visible[:nproc])}" if cfg.device == Device.cuda and visible \
             else f"--num_gpus={nproc}"
-        return [(*runner, slots, f"--master_port={cfg.master_port or facts.free_port}", *tail)]
+        return [(*runner, slots, f"--master_port={PORT}", *tail)]
     # Each node starts its own ranks (--no_ssh): no pdsh or passwordless ssh, and the same model as torchrun.
     addr = cfg.master_addr or facts.hostfile.hosts[0][0]
     return [(*runner, f"--hostfile={cfg.hostfile}", f"--num_nodes={cfg.nodes}", f"--num_gpus={nproc}", "--no_ssh",
-             f"--node_rank={n}", f"--master_addr={addr}", f"--master_port={port}", *tail) for n in nodes]
+             f"--node_rank={n}", f"--master_addr={addr}", f"--master_port={PORT}", *tail) for n in nodes]

@@ -70,3 +70,15 @@ def processes_mentioning(needle: str) -> list[int]:
             except OSError:
                 pass
     return pids
+
+
+def rank_pid(run: Path, rank: int) -> int | None:
+    """The pid of the worker process of `rank` in run (its RANK in the environment; launchers have no LOCAL_RANK)."""
+    for pid in processes_mentioning(str(run)):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and any(e.startswith(b"LOCAL_RANK=") for e in env):
+            return pid
+    return None

@@ -2,7 +2,7 @@
 
 render_sbatch() is pure (sorted #SBATCH lines, values shell-quoted). In the allocation, `srun` starts one
 task per node that runs the run dir's launch.sh (torchrun with the node rank and master address from
-Slurm). The batch shell traps the warning signal, asks the ranks to checkpoint (a request file they poll
+Slurm). The batch shell traps the warning signal and SIGTERM, asks the ranks to checkpoint (a request file they poll
 at every step, agreed on by all ranks), then requeues the job, bounded by max_requeues; the requeued job
 resumes from that checkpoint in the same run dir. srun runs in the background because bash runs a trap
 only between foreground commands.
@@ -134,9 +134,13 @@ def render_sbatch(*, options: Mapping[str, Optional[str]], run_dirs: Sequence[st
         'if [ "$RESTART" -gt 0 ]; then export LAUNCHER_RESUME=1; fi',
         f'export LAUNCHER_PREEMPT_FILE="$RUN_DIR/{PREEMPT_FILE}"',
         'rm -f "$LAUNCHER_PREEMPT_FILE"',
-        f"trap 'echo \"launch: SIG{signal} at $(date -Is): asking the ranks to checkpoint\"; "
-        f"touch \"$LAUNCHER_PREEMPT_FILE\"' {signal}",
-        f'{srun} bash "$RUN_DIR/launch.sh" &',
+        "# The warning signal, and SIGTERM (the time limit, a preemption with a grace time, scancel --signal=TERM):",
+        "# the ranks checkpoint, then the job is requeued.",
+        *(f"trap 'echo \"launch: SIG{sig} at $(date -Is): asking the ranks to checkpoint\"; "
+          f"touch \"$LAUNCHER_PREEMPT_FILE\"' {sig}" for sig in dict.fromkeys((signal, "TERM"))),
+        "# srun in a session of its own: a SIGTERM to the batch shell's process group would make srun kill the",
+        "# step at once (Slurm signals the step's processes itself, which checkpoint and stop).",
+        f'setsid {srun} bash "$RUN_DIR/launch.sh" &',
         'SRUN_PID=$!',
         'while :; do',
         '  wait "$SRUN_PID"; rc=$?',
@@ -146,6 +150,11 @@ def render_sbatch(*, options: Mapping[str, Optional[str]], run_dirs: Sequence[st
         'done',
         'echo "$rc" > "$RUN_DIR/slurm/exit_code"',
         'if [ -f "$LAUNCHER_PREEMPT_FILE" ] && [ ! -f "$RUN_DIR/summary.json" ]; then',
+        '  # scancel sends the same SIGTERM as a preemption: a cancelled (no longer running) job stays so',
+        '  if ! scontrol show job -o "$SLURM_JOB_ID" | grep -q "JobState=RUNNING"; then',
+        '    echo "launch: job $SLURM_JOB_ID is no longer running (cancelled?); not requeueing" >&2',
+        '    exit "$rc"',
+        '  fi',
         '  if [ "$RESTART" -lt "$MAX_REQUEUES" ]; then',
         '    echo "launch: checkpoint saved; requeueing job $SLURM_JOB_ID (restart $((RESTART + 1)) of at most $MAX_REQUEUES)"',
         '    scontrol requeue "$SLURM_JOB_ID"',

@@ -29,8 +29,13 @@ export LAUNCHER_RESTART_COUNT="$RESTART"
 if [ "$RESTART" -gt 0 ]; then export LAUNCHER_RESUME=1; fi
 export LAUNCHER_PREEMPT_FILE="$RUN_DIR/slurm/preempt.request"
 rm -f "$LAUNCHER_PREEMPT_FILE"
+# The warning signal, and SIGTERM (the time limit, a preemption with a grace time, scancel --signal=TERM):
+# the ranks checkpoint, then the job is requeued.
 trap 'echo "launch: SIGUSR2 at $(date -Is): asking the ranks to checkpoint"; touch "$LAUNCHER_PREEMPT_FILE"' USR2
-srun --nodes=1 --ntasks-per-node=1 --kill-on-bad-exit=1 bash "$RUN_DIR/launch.sh" &
+trap 'echo "launch: SIGTERM at $(date -Is): asking the ranks to checkpoint"; touch "$LAUNCHER_PREEMPT_FILE"' TERM
+# srun in a session of its own: a SIGTERM to the batch shell's process group would make srun kill the
+# step at once (Slurm signals the step's processes itself, which checkpoint and stop).
+setsid srun --nodes=1 --ntasks-per-node=1 --kill-on-bad-exit=1 bash "$RUN_DIR/launch.sh" &
 SRUN_PID=$!
 while :; do
   wait "$SRUN_PID"; rc=$?
@@ -40,6 +45,11 @@ while :; do
 done
 echo "$rc" > "$RUN_DIR/slurm/exit_code"
 if [ -f "$LAUNCHER_PREEMPT_FILE" ] && [ ! -f "$RUN_DIR/summary.json" ]; then
+  # scancel sends the same SIGTERM as a preemption: a cancelled (no longer running) job stays so
+  if ! scontrol show job -o "$SLURM_JOB_ID" | grep -q "JobState=RUNNING"; then
+    echo "launch: job $SLURM_JOB_ID is no longer running (cancelled?); not requeueing" >&2
+    exit "$rc"
+  fi
   if [ "$RESTART" -lt "$MAX_REQUEUES" ]; then
     echo "launch: checkpoint saved; requeueing job $SLURM_JOB_ID (restart $((RESTART + 1)) of at most $MAX_REQUEUES)"
     scontrol requeue "$SLURM_JOB_ID"

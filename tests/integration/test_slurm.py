@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 import yaml
 
 from launcher import PROJECT_ROOT
-from tests.support import run_launch
+from launcher.rundir import RunDir, read_events
+from tests.support import rank_pid, run_launch
 
 pytestmark = pytest.mark.integration
 SLURM = PROJECT_ROOT / "scripts" / "slurm"
@@ -161,3 +163,56 @@ def test_a_queued_or_running_job_holds_its_run_dir(slurm_cluster, tiny_model, tm
     assert third.returncode == 0, third.stdout[-2000:] + third.stderr[-2000:]
     assert f"names Slurm job {job}, but it has ended (CANCELLED" in third.stderr
     assert summary(run)["steps"] == 2
+
+
+def wait_for_steps(run: Path, steps: int, timeout: float = 180) -> None:
+    metrics, deadline = run / "metrics.jsonl", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= steps:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"no {steps} logged steps within {timeout} s")
+
+
+def test_a_sigterm_to_the_job_checkpoints_requeues_and_finishes(slurm_cluster, tiny_model, tmp_path):
+    """SIGTERM to the batch shell and every step (the time limit, a preemption with a grace time). The ranks
+    checkpoint on SIGTERM itself (part A's graceful stop) and on the request file the batch shell writes."""
+    run = tmp_path / "run"
+    r = run_launch(*TINY, "nodes=2", "gpus=1", f"output_dir={run}", "train.max_steps=400", "train.logging_steps=5",
+                   "train.save_steps=100000", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    job = job_id(run)
+    wait_for_steps(run, 3)
+    subprocess.run(["scancel", "--signal=TERM", "--full", job], check=True)
+    status = subprocess.run(["launch-status", str(run), "--wait"], capture_output=True, text=True, timeout=400)
+    out = (run / "slurm" / f"{job}.out").read_text()
+    assert status.returncode == 0, status.stdout + status.stderr + out[-3000:]
+    attempts = (run / "slurm" / "attempts.log").read_text().splitlines()
+    assert [a.split()[2] for a in attempts] == ["restart=0", "restart=1"]
+    assert "SIGTERM" in out and "requeueing job" in out
+    s = summary(run)
+    assert s["steps"] == 400 and s["restart_count"] == 1
+    # neither node's launch.sh restarted its ranks: the job's requeue continues the run
+    first = [e for e in read_events(RunDir(run)) if e["event"] == "exit"][:2]
+    assert sorted(e["node"] for e in first) == [0, 1] and not any(e["restarting"] for e in first)
+    resumed_at = int(s["resumed_from"].rsplit("-", 1)[1])  # the checkpoint the signal asked for
+    assert 0 < resumed_at < 400
+
+
+def test_a_rank_killed_on_one_of_two_nodes_restarts_the_rank_group(slurm_cluster, tiny_model, tmp_path):
+    run = tmp_path / "run"
+    r = run_launch(*TINY, "nodes=2", "gpus=1", f"output_dir={run}", "train.max_steps=200", "train.logging_steps=5",
+                   "train.save_steps=100000", "max_restarts=1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    wait_for_steps(run, 3)
+    os.kill(rank_pid(run, 1), signal.SIGKILL)
+    status = subprocess.run(["launch-status", str(run), "--wait"], capture_output=True, text=True, timeout=400)
+    job_out = (run / "slurm" / f"{job_id(run)}.out").read_text()
+    assert status.returncode == 0, status.stdout + status.stderr + job_out[-3000:]
+    assert summary(run)["steps"] == 200 and summary(run)["restart_count"] == 0  # restarted inside the allocation
+    exits = [e for e in read_events(RunDir(run)) if e["event"] == "exit"]
+    # both nodes restarted (a fresh rendezvous on MASTER_PORT + 1), then both finished
+    assert sorted((e["node"], e["restart"], e["restarting"]) for e in exits) == \
+        [(0, 0, True), (0, 1, False), (1, 0, True), (1, 1, False)]
+    assert any(e["failed_rank"] == 1 for e in exits if e["node"] == 1)
+    assert "rank 1 on" in job_out and "restart 1 of at most 1" in job_out

@@ -90,3 +90,17 @@ def test_compose_validate_plan_import_no_training_stack(tmp_path, extra):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout
+
+
+def test_launch_sh_loops_over_one_attempt_at_a_time():
+    cfg = compose("recipe=llama2_sft_lora", "gpus=4", "max_restarts=2")
+    plan = build_plan(cfg, facts(cfg), "/runs/r1")
+    (cmd,) = plan.commands
+    # torchrun runs one attempt; launch.sh restarts it with a fresh rendezvous (standalone: its own port)
+    assert "--max-restarts=0" in cmd.argv and "--shutdown-timeout=120" in cmd.argv and plan.base_port is None
+    sh = plan.to_shell(cwd="/work")
+    assert "MAX_RESTARTS=2" in sh and 'export LAUNCHER_RESTART="$RESTART"' in sh and "LAUNCHER_RESUME=1" in sh
+    assert "-m launcher.pdeathsig /usr/bin/python3 -m torch.distributed.run" in sh  # dies with launch.sh
+    assert "-m launcher.restarts" in sh and 'forward() { kill -s "$1" "$PID"' in sh
+    bash = subprocess.run(["bash", "-n"], input=sh, capture_output=True, text=True)
+    assert bash.returncode == 0, bash.stderr

@@ -60,8 +60,9 @@ def test_zero_with_one_gpu_still_gets_a_launcher():
 def test_deepspeed_launcher_argv_on_one_node():
     plan = plan_of("recipe=tiny_sft_lora", "device=cpu", "gpus=2", "zero=3", "backend=deepspeed")
     (cmd,) = plan.commands
-    assert cmd.argv == ("/usr/bin/python3", "-m", "deepspeed.launcher.runner", "--num_gpus=2", "--master_port=41000",
+    assert cmd.argv == ("/usr/bin/python3", "-m", "deepspeed.launcher.runner", "--num_gpus=2", "--master_port=$PORT",
                         "--no_local_rank", "--module", "launcher.worker", "/runs/r1")
+    assert plan.base_port == "41000"  # a free port; each restart of the rank group takes the next one
     assert cmd.env["DS_ACCELERATOR"] == "cpu"
     sh = plan.to_shell(cwd="/work")
     assert "# zero: stage 3 from" in sh and "# optimizer: train.optim=adamw_torch" in sh
@@ -70,7 +71,8 @@ def test_deepspeed_launcher_argv_on_one_node():
 def test_deepspeed_launcher_keeps_the_visible_gpus():
     plan = plan_of("recipe=llama2_sft_lora", "gpus=2", "zero=2", "backend=deepspeed", "master_port=29600",
                    cuda_visible_devices="4,5,6")
-    assert plan.commands[0].argv[3:5] == ("--include=localhost:4,5", "--master_port=29600")
+    assert plan.commands[0].argv[3:5] == ("--include=localhost:4,5", "--master_port=$PORT")
+    assert plan.base_port == "29600"
 
 
 def test_deepspeed_hostfile_gives_each_node_its_command(tmp_path):
@@ -81,19 +83,21 @@ def test_deepspeed_hostfile_gives_each_node_its_command(tmp_path):
     assert (plan.world_size, plan.batch.gradient_accumulation_steps, len(plan.commands)) == (16, 1, 2)
     for node, cmd in enumerate(plan.commands):
         assert cmd.argv[3:] == (f"--hostfile={hostfile}", "--num_nodes=2", "--num_gpus=8", "--no_ssh",
-                                f"--node_rank={node}", "--master_addr=node-a", "--master_port=29500",
+                                f"--node_rank={node}", "--master_addr=node-a", "--master_port=$PORT",
                                 "--no_local_rank", "--module", "launcher.worker", "/runs/r1")
     sh = plan.to_shell(cwd="/work")
-    assert 'case "${1:-1}" in' in sh and "--node_rank=0" in sh and "--node_rank=1" in sh
+    assert 'NODE="${1:-1}"' in sh and "--node_rank=0" in sh and "--node_rank=1" in sh
+    assert "BASE_PORT=29500" in sh and '"--master_port=$PORT"' in sh
 
 
 def test_torchrun_across_nodes_with_master_addr():
     plan = plan_of("recipe=llama2_sft_lora", "gpus=4", "nodes=2", "master_addr=10.0.0.1", "master_port=29400")
     assert plan.world_size == 8 and [r.node for r in plan.ranks] == [0] * 4 + [1] * 4
     for node, cmd in enumerate(plan.commands):
-        assert cmd.argv[3:8] == ("--nnodes=2", f"--node-rank={node}", "--master-addr=10.0.0.1", "--master-port=29400",
+        assert cmd.argv[3:8] == ("--nnodes=2", f"--node-rank={node}", "--master-addr=10.0.0.1", "--master-port=$PORT",
                                  "--nproc-per-node=4")
         assert "--standalone" not in cmd.argv
+    assert plan.base_port == "29400"
 
 
 def test_dry_run_shows_each_nodes_command(tmp_path):
