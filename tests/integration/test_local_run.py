@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from launcher.checkpoints import is_complete, last_complete_checkpoint
+from launcher.exitcodes import EXIT_INTERRUPTED
 from tests.support import processes_mentioning, run_launch, wait_until_training
 
 pytestmark = pytest.mark.integration
@@ -131,7 +133,11 @@ def test_a_signal_to_launch_leaves_no_rank_behind(tmp_path, tiny_model, sig):
     assert len(processes_mentioning(str(run))) >= 3  # torchrun + 2 ranks
     proc.send_signal(sig)
     rc = proc.wait(timeout=90)
-    assert rc != 0
+    # every rank got the signal once, saved the next step's checkpoint and stopped: interrupted, resumable
+    assert rc == EXIT_INTERRUPTED
+    stop = json.loads((run / "interrupted.json").read_text())
+    assert stop["signal"] == sig.name and is_complete(stop["checkpoint"])
+    assert last_complete_checkpoint(run / "checkpoints") == Path(stop["checkpoint"])
     deadline = time.monotonic() + 10
     while processes_mentioning(str(run)) and time.monotonic() < deadline:
         time.sleep(0.5)
