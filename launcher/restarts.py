@@ -76,6 +76,14 @@ def attempt_fatal(events: Sequence[Mapping[str, Any]], started: float) -> Option
     return next((e for e in events if e.get("event") == "fatal" and e.get("time", 0) >= started), None)
 
 
+def attempt_stuck(events: Sequence[Mapping[str, Any]], started: float) -> Optional[Failure]:
+    """The rank rank 0 found stuck in a collective during this attempt (a "stuck" event), if any: the rank to
+    blame, rather than the one whose wait timed out (which torchrun reports)."""
+    stuck = next((e for e in events if e.get("event") == "stuck" and e.get("time", 0) >= started
+                  and e.get("stuck_ranks")), None)
+    return Failure(rank=stuck["stuck_ranks"][0], host=None, exitcode=None) if stuck else None
+
+
 def interrupted_since(run: RunDir, started: float) -> bool:
     """interrupted.json was written during this attempt (a stale one from an earlier attempt does not count)."""
     try:
@@ -98,12 +106,13 @@ def read_from(path: Path, offset: int) -> str:
 def after_attempt(run: RunDir, *, node: int, restart: int, max_restarts: int, exit_code: int, signal: int,
                   log: Path, log_offset: int, started: float) -> Decision:
     """Record this node's "exit" event for the attempt and decide; a line on stderr says what happens next."""
-    fatal = attempt_fatal(read_events(run), started)
+    events = read_events(run)
+    fatal = attempt_fatal(events, started)
     decision = decide(exit_code=exit_code, signal=signal, interrupted=interrupted_since(run, started), fatal=fatal,
                       restart=restart, max_restarts=max_restarts)
     failure = None  # after a signal or a save, no rank failed (torchrun reports the stopped ones all the same)
     if decision.reason == "rank failed":
-        failure = root_cause(read_from(log, log_offset))
+        failure = attempt_stuck(events, started) or root_cause(read_from(log, log_offset))
     elif fatal is not None and decision.reason.startswith("fatal"):
         failure = Failure(fatal.get("rank"), fatal.get("host"), fatal.get("exit_code"))
     restarting = decision.exit_code is None
@@ -114,8 +123,9 @@ def after_attempt(run: RunDir, *, node: int, restart: int, max_restarts: int, ex
                        "failed_host": failure.host if failure else None,
                        "restarting": restarting, "resume_step": checkpoint_step(checkpoint) if checkpoint else None})
     if decision.reason == "rank failed":
-        who = f"rank {failure.rank} on {failure.host} (exit code {failure.exitcode})" if failure and \
-            failure.rank is not None else f"a rank (exit code {exit_code})"
+        who = f"a rank (exit code {exit_code})" if failure is None or failure.rank is None else \
+            f"rank {failure.rank} (stuck in a collective)" if failure.exitcode is None else \
+            f"rank {failure.rank} on {failure.host} (exit code {failure.exitcode})"
         then = (f"restart {restart + 1} of at most {max_restarts}, resuming from "
                 f"{checkpoint.name if checkpoint else 'the start (no complete checkpoint yet)'}") if restarting \
             else f"not restarting: max_restarts={max_restarts} used up"

@@ -72,13 +72,19 @@ def processes_mentioning(needle: str) -> list[int]:
     return pids
 
 
-def rank_pid(run: Path, rank: int) -> int | None:
-    """The pid of the worker process of `rank` in run (its RANK in the environment; launchers have no LOCAL_RANK)."""
+def rank_pids(run: Path) -> dict[int, int]:
+    """{rank: pid} of the worker processes of run (they have RANK and LOCAL_RANK in their environment; the
+    launchers that start them have no LOCAL_RANK)."""
+    ranks = {}
     for pid in processes_mentioning(str(run)):
         try:
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            env = dict(v.split(b"=", 1) for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in v)
         except OSError:
             continue
-        if f"RANK={rank}".encode() in env and any(e.startswith(b"LOCAL_RANK=") for e in env):
-            return pid
-    return None
+        if b"LOCAL_RANK" in env and b"RANK" in env:
+            ranks[int(env[b"RANK"])] = pid
+    return ranks
+
+
+def rank_pid(run: Path, rank: int) -> int | None:
+    return rank_pids(run).get(rank)

@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         # a restart would meet the same rows: the restart loop reads this and stops
         append_event(worker.run, fatal_event(worker.rank, worker.host, "data", str(e), EXIT_USAGE))
         return EXIT_USAGE
+    except RuntimeError as e:
+        from launcher.worker.stuck import give_up, is_collective_timeout
+
+        if is_collective_timeout(e):  # another rank hangs: name it, then end without a teardown that waits
+            give_up(worker.run, worker.rank, worker.host, e, worker.cfg.train.ddp_timeout)
+        raise
     finally:
         worker.cleanup()
     return 0

@@ -63,6 +63,8 @@ class Worker:
         # transformers holds that ds config by a weak reference. Each stage builds its own (TRL) config too.
         from transformers import TrainingArguments
 
+        if cfg.device.value == "cpu" and self.world_size > 1:
+            self.init_gloo(cfg.train.ddp_timeout)
         self.train_kwargs = self.training_kwargs()
         self.args = TrainingArguments(**self.train_kwargs)
         log.info("device %s", self.args.device)  # sets up torch.distributed (accelerate's PartialState)
@@ -90,6 +92,17 @@ class Worker:
         if problems:
             preflight.fail(self.run, [preflight.Failure(self.rank, self.host, c, m) for c, m in problems], self.rank)
         log.info("preflight: device and disk ok")
+
+    @staticmethod
+    def init_gloo(timeout_s: int) -> None:
+        """transformers (5.25) passes ddp_timeout to init_process_group on GPUs but not with use_cpu, where a
+        rank that hangs would hold the others for torch's default 30 minutes: set up gloo here, with it; accelerate
+        then uses this process group."""
+        import datetime
+
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout_s))
 
     def preflight_together(self) -> None:
         """Checks of all ranks together (one collective with a timeout, the shared run dir)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from launcher.checkpoints import MARKER, complete_checkpoints
-from tests.support import processes_mentioning, run_launch, wait_until_training
+from tests.support import rank_pids, run_launch, wait_until_training
 
 pytestmark = pytest.mark.integration
 
@@ -25,20 +25,6 @@ TINY = ("recipe=tiny_sft_lora", "device=cpu", "gpus=2", "train.logging_steps=1",
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def rank_pids(run: Path) -> dict[int, int]:
-    """{rank: pid} of the worker processes of run (torchrun's children: they have RANK in their environment)."""
-    ranks = {}
-    for pid in processes_mentioning(str(run)):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            env = dict(v.split(b"=", 1) for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in v)
-        except OSError:
-            continue
-        if b"launcher.worker" in cmdline and b"LOCAL_RANK" in env:
-            ranks[int(env[b"RANK"])] = pid
-    return ranks
 
 
 def start(run: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
@@ -167,3 +153,40 @@ def test_bad_data_past_what_validate_scans_is_a_fatal_event(tmp_path, tiny_model
     assert f"error: {message}" in r.stderr
     (fatal,) = [e for e in read_jsonl(run / "attempts.jsonl") if e["event"] == "fatal"]
     assert (fatal["rank"], fatal["check"], fatal["message"], fatal["exit_code"]) == (0, "data", message, 2)
+
+
+def test_a_rank_stuck_in_a_collective_ends_the_run_naming_it(tmp_path, tiny_model):
+    """Rank 1 stops answering (SIGSTOP: a deadlock, a hung filesystem): rank 0's all-reduce times out after
+    train.ddp_timeout, the live ranks' monitored barrier names rank 1, and the run ends instead of hanging."""
+    run = tmp_path / "run"
+    proc = start(run, "train.max_steps=100000", "train.save_steps=100000", "train.ddp_timeout=15")
+    stopped = None
+    try:
+        if not wait_until_training(run, ranks=2, timeout=240):
+            pytest.fail("ranks did not start training within 240 s")
+        stopped = rank_pids(run)[1]
+        os.kill(stopped, signal.SIGSTOP)
+        started = time.monotonic()
+        wait_for(lambda: any(e["event"] == "stuck" for e in read_jsonl(run / "attempts.jsonl")), 120,
+                 "stuck event")
+        named_after = time.monotonic() - started
+        os.kill(stopped, signal.SIGCONT)  # let torchrun's SIGTERM reach it now, not after its shutdown timeout
+        rc = proc.wait(timeout=180)
+    finally:
+        if stopped:
+            try:
+                os.kill(stopped, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        proc.kill()
+    assert rc != 0
+    assert 15 <= named_after < 15 + 30 + 30  # ddp_timeout, then at most the diagnosis barrier (and slack)
+    events = read_jsonl(run / "attempts.jsonl")
+    (stuck,) = [e for e in events if e["event"] == "stuck"]
+    assert stuck["rank"] == 0 and stuck["stuck_ranks"] == [1]
+    (exit_event,) = [e for e in events if e["event"] == "exit"]
+    assert exit_event["failed_rank"] == 1 and exit_event["restarting"] is False
+    rank0 = (run / "logs/rank0.log").read_text()
+    assert "a collective timed out on rank 0" in rank0 and "rank(s) 1 did not respond" in rank0
+    out = (run.parent / "launch.out").read_text()
+    assert "rank 1 (stuck in a collective) failed; not restarting" in out

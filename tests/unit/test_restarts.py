@@ -96,3 +96,18 @@ def test_a_fatal_event_or_a_fresh_interrupted_json_of_this_attempt_ends_the_loop
                          started=500.0).exit_code == 0  # stale: written before this attempt
     assert after_attempt(run, node=0, restart=0, max_restarts=3, exit_code=0, signal=0, log=log, log_offset=0,
                          started=350.0).exit_code == EXIT_INTERRUPTED
+
+
+def test_a_rank_named_stuck_by_rank_0_is_the_failed_one_not_the_rank_that_timed_out(tmp_path, capsys):
+    run = RunDir(tmp_path)
+    log = tmp_path / "launcher.node0.log"
+    log.write_text(TORCHRUN_FAILURE.replace("rank      : 3", "rank      : 0"))  # rank 0's wait timed out
+    append_event(run, {"event": "stuck", "time": 90.0, "rank": 0, "stuck_ranks": [2]})  # an earlier attempt's
+    d = after_attempt(run, node=0, restart=0, max_restarts=0, exit_code=1, signal=0, log=log, log_offset=0,
+                      started=100.0)
+    assert read_events(run)[-1]["failed_rank"] == 0 and d.exit_code == 1
+    append_event(run, {"event": "stuck", "time": 150.0, "rank": 0, "stuck_ranks": [1]})
+    after_attempt(run, node=0, restart=0, max_restarts=0, exit_code=1, signal=0, log=log, log_offset=0,
+                  started=100.0)
+    assert read_events(run)[-1]["failed_rank"] == 1
+    assert "rank 1 (stuck in a collective) failed; not restarting" in capsys.readouterr().err
