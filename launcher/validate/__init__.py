@@ -11,6 +11,7 @@ from launcher.facts import Facts
 from launcher.validate.data import check_data
 from launcher.validate.ds import check_zero
 from launcher.validate.keys import check_schema, unknown_override_keys
+from launcher.validate.matrix import check_matrix
 from launcher.validate.model import check_adapter, check_adapter_paths, check_model, check_precision, check_quantization
 from launcher.validate.problem import Problem
 from launcher.validate.slurm import check_slurm, slurm_time_seconds
@@ -24,6 +25,7 @@ def validate(cfg: Any, facts: Facts) -> list[Problem]:
     return [
         *check_schema(cfg),
         *check_topology(cfg, facts),
+        *check_matrix(cfg, facts),
         *check_precision(cfg, facts),
         *check_zero(cfg, facts),
         *check_model(cfg, facts),
