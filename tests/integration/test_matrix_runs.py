@@ -30,17 +30,23 @@ def summary(run: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def rm3(tmp_path_factory, tiny_model, deepspeed_ops):
-    """rm under ZeRO-3: its reward statistics are a forward over sharded weights, which every rank joins."""
+def sft3(tmp_path_factory, tiny_model, deepspeed_ops):
+    return train(tmp_path_factory, "sft3", "recipe=tiny_sft_lora", "zero=3")
+
+
+@pytest.fixture(scope="module")
+def rm3(tmp_path_factory, sft3):
+    """rm under ZeRO-3 after sft: the sft LoRA is merged into the base (whole weights, not a rank's empty
+    partition), and the reward statistics are a forward over sharded weights, which every rank joins."""
     # Before the fix rank 0 waited in that forward for the others' shards until the collective timed out.
-    return train(tmp_path_factory, "rm3", "recipe=tiny_rm", "zero=3", "train.ddp_timeout=300")
+    return train(tmp_path_factory, "rm3", "recipe=tiny_rm", "zero=3", "train.ddp_timeout=300",
+                 f"adapter.adapter_name_or_path={sft3}/final", "adapter.create_new_adapter=true")
 
 
-#: stage -> (cell, launch arguments): every stage under ZeRO-3, the adapters spread over them
+#: stage -> (cell, launch arguments): with sft3 and rm3 every stage under ZeRO-3, the adapters spread over them
 CELLS = {
     "pt": ("pt full packing zero=3 deepspeed launcher",
            ("recipe=tiny_pt_lora", "adapter=full", "data.packing=true", "zero=3", "backend=deepspeed")),
-    "sft": ("sft freeze zero=3", ("recipe=tiny_sft_lora", "adapter=freeze", "zero=3")),
     "dpo": ("dpo full zero=3 (a reference model loaded under ZeRO-3)",
             ("recipe=tiny_dpo_lora", "adapter=full", "zero=3")),
     "kto": ("kto lora zero=3_offload", ("recipe=tiny_kto_lora", "zero=3_offload")),
@@ -52,9 +58,12 @@ CELLS = {
 }
 
 
-def test_rm_under_zero3_records_reward_statistics_from_every_rank(rm3):
+def test_sft_and_rm_after_it_under_zero3(sft3, rm3):
+    for run, stage in ((sft3, "sft"), (rm3, "rm")):
+        s = summary(run)
+        assert (s["stage"], s["zero_stage"], s["world_size"], s["steps"]) == (stage, 3, 2, STEPS)
+    assert f"lora: merged adapter {sft3}/final into the base" in (rm3 / "logs/rank1.log").read_text()
     s = summary(rm3)
-    assert (s["stage"], s["zero_stage"], s["world_size"], s["steps"]) == ("rm", 3, 2, STEPS)
     assert s["reward_std"] > 0 and s["reward_mean"] == s["reward_mean"]  # finite, not NaN
     assert (rm3 / "final/adapter_model.safetensors").is_file()
 
@@ -68,7 +77,11 @@ def test_every_stage_trains_under_zero3(stage, tmp_path_factory, tiny_model, dee
     s = summary(run)
     assert (s["stage"], s["zero_stage"], s["world_size"], s["steps"]) == (stage, 3, 2, STEPS)
     assert len(s["peak_memory_mb_per_rank"]) == 2
-    assert (run / "final").is_dir() and any((run / "final").glob("*.safetensors"))
+    (weights,) = (run / "final").glob("*.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:  # gathered from the ranks' partitions, not a rank's empty slice
+        assert f.keys() and all(min(f.get_slice(k).get_shape() or [1]) > 0 for k in f.keys())
 
 
 def test_pure_bf16_under_zero0_keeps_weights_and_adam_states_in_bf16(tmp_path_factory, tiny_model, deepspeed_ops):
