@@ -147,16 +147,13 @@ def merges_adapters(a: Any) -> bool:
 def load_model(cfg: Any, precision: str, device_index: int = 0):
     """The model a rank trains: base + adapter, trainable parameters in their training dtype."""
     adapter = cfg.adapter.name.value
+    # earlier LoRA adapters are merged into whole weights, also under ZeRO-3
     with whole_on_this_rank() if merges_adapters(cfg.adapter) else contextlib.nullcontext():
         model = load_base(cfg, load_dtype(precision, adapter),
                           quantization=quantization_kwargs(cfg.adapter, precision), device_index=device_index)
-        return _with_adapter(model, cfg, precision, adapter)
-
-
-def _with_adapter(model, cfg: Any, precision: str, adapter: str):
-    # Training needs no KV cache, and with one transformers ignores packed rows' position_ids restarts.
-    model.config.use_cache = False
-    model = attach_adapter(model, cfg, precision)
+        # Training needs no KV cache, and with one transformers ignores packed rows' position_ids restarts.
+        model.config.use_cache = False
+        model = attach_adapter(model, cfg, precision)
     if is_reward_model(cfg) and adapter == "freeze":  # the new head always trains (peft saves it with a LoRA)
         model.score.requires_grad_(True)
     return model

@@ -45,8 +45,8 @@ def rm3(tmp_path_factory, sft3):
 
 #: stage -> (cell, launch arguments): with sft3 and rm3 every stage under ZeRO-3, the adapters spread over them
 CELLS = {
-    "pt": ("pt full packing zero=3 deepspeed launcher",
-           ("recipe=tiny_pt_lora", "adapter=full", "data.packing=true", "zero=3", "backend=deepspeed")),
+    "pt": ("pt full packing zero=3",
+           ("recipe=tiny_pt_lora", "adapter=full", "data.packing=true", "zero=3")),
     "dpo": ("dpo full zero=3 (a reference model loaded under ZeRO-3)",
             ("recipe=tiny_dpo_lora", "adapter=full", "zero=3")),
     "kto": ("kto lora zero=3_offload", ("recipe=tiny_kto_lora", "zero=3_offload")),
