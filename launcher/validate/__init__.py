@@ -11,6 +11,7 @@ from launcher.facts import Facts
 from launcher.validate.data import check_data
 from launcher.validate.ds import check_zero
 from launcher.validate.keys import check_schema, unknown_override_keys
+from launcher.validate.matrix import check_matrix
 from launcher.validate.modeldir import check_model_dir
 from launcher.validate.model import check_adapter, check_adapter_paths, check_model, check_precision, check_quantization
 from launcher.validate.problem import Problem
@@ -46,6 +47,7 @@ def validate(cfg: Any, facts: Facts, typed: frozenset[str] = frozenset()) -> lis
 CHECKS: tuple[Callable[[Any, Facts], Iterable[Problem]], ...] = (
     lambda cfg, facts: check_schema(cfg),
     check_topology,
+    check_matrix,
     check_precision,
     check_zero,
     check_model,

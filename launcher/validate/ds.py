@@ -6,20 +6,14 @@ from typing import Any, Iterator
 from launcher import zero
 from launcher.facts import Facts
 from launcher.plan import plan_batch
-from launcher.schema import AdapterType, BackendType
+from launcher.schema import AdapterType
 from launcher.validate.problem import Problem
 
 
 def check_zero(cfg: Any, facts: Facts) -> Iterator[Problem]:
     z = cfg.zero
-    if z.name == "none":
-        if cfg.backend.name == BackendType.deepspeed:
-            yield Problem("backend", cfg.backend.name, "the deepspeed launcher runs a ZeRO config: pick zero=0|2|"
-                          "2_offload|3|3_offload (or zero=custom zero.config=PATH), or backend=torchrun for plain DDP")
+    if z.name == "none":  # with backend=deepspeed: refused by the combination matrix
         return
-    if cfg.backend.name == BackendType.single:
-        yield Problem("backend", cfg.backend.name, f"zero={z.name} needs torch.distributed set up by a launcher; use "
-                      "backend=torchrun or backend=deepspeed (either runs gpus=1 too), or zero=none")
     if facts.deepspeed_version is None:
         yield Problem("zero", z.name, "deepspeed is not installed; `pip install deepspeed`, or zero=none")
     if not z.config:

@@ -34,6 +34,8 @@ def unknown_override_keys(overrides: Sequence[str]) -> list[Problem]:
 
 
 def check_schema(cfg: Any) -> Iterator[Problem]:
+    if isinstance(cfg, LaunchConfig):  # a typed config (OmegaConf.to_object) fits the schema by construction
+        return
     # Hydra's `+key=value` appends even to a structured config: check against the schema once more.
     try:
         OmegaConf.merge(OmegaConf.structured(LaunchConfig), OmegaConf.to_container(cfg))

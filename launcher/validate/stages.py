@@ -7,7 +7,7 @@ from launcher import rewards
 from launcher.data.formats import ONLINE_STAGES
 from launcher.facts import Facts, RunRefFacts, is_local_path
 from launcher.plan import plan_batch
-from launcher.schema import AdapterType, StageConfig
+from launcher.schema import StageConfig
 from launcher.validate.problem import Problem, show
 from launcher.validate.runs import PEFT_TYPES, check_same_base
 
@@ -36,17 +36,11 @@ def check_stage(cfg: Any, facts: Facts) -> Iterator[Problem]:
                           f"{', '.join(stages)}); drop it", error=False)
     if stage in ("pt", "sft"):
         return
-    if a.name == AdapterType.prefix:
-        needs = "a sequence-classification head" if stage == "rm" else "TRL's reference and sampling paths"
-        yield Problem("adapter", a.name, f"prefix tuning (P-Tuning v2) trains with stage=pt or sft only; stage={stage} "
-                      f"({needs}) needs a weight adapter: use adapter=lora (or qlora, freeze, full)")
+    # prefix tuning and packing with these stages: refused by the combination matrix (launcher/matrix.py)
     if stage == "rm" and a.adapter_name_or_path and not a.create_new_adapter and a.name in PEFT_TYPES:
         yield Problem("adapter.create_new_adapter", False, "stage=rm trains a new score head, which an adapter "
                       "trained for generation lacks: set adapter.create_new_adapter=true (the adapter is merged "
                       "into the base and a new one trains with the head)")
-    if cfg.data.packing:
-        yield Problem("data.packing", True, f"packing applies to stage=pt and sft; stage={stage} keeps each row "
-                      "whole: set data.packing=false")
     if cfg.data.streaming:
         yield Problem("data.streaming", True, f"streaming feeds stage=pt and sft; stage={stage} reads the "
                       "tokenized cache: set data.streaming=false")

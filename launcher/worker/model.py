@@ -3,6 +3,7 @@ config; the adapter goes on in launcher/worker/adapters/. Used by the worker, la
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 
+from launcher.schema import split_list
 from launcher.worker.adapters import attach_adapter, load_adapter
 
 log = logging.getLogger(__name__)
@@ -127,14 +129,39 @@ def load_base(cfg: Any, dtype: torch.dtype, *, path: Optional[str] = None,
                                 attn_implementation=str(getattr(m.attn, "value", m.attn)), **kwargs)
 
 
+@contextlib.contextmanager
+def whole_on_this_rank():
+    """Load models whole on this rank even under a ZeRO-3 ds config, where transformers otherwise builds them
+    partitioned (deepspeed.zero.Init): peft merges a LoRA into whole weights only (a partition is empty).
+    DeepSpeed partitions such a model when the trainer prepares it."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
+    config = ref() if ref is not None else None
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if config is not None:
+            hf_deepspeed.set_hf_deepspeed_config(config)
+
+
+def merges_adapters(a: Any) -> bool:
+    """Whether loading merges earlier LoRA adapters into the base (see adapters/lora.merge_earlier)."""
+    paths = split_list(a.adapter_name_or_path)
+    return a.name.value in ("lora", "qlora") and len(paths) > (0 if a.create_new_adapter else 1)
+
+
 def load_model(cfg: Any, precision: str, device_index: int = 0):
     """The model a rank trains: base + adapter, trainable parameters in their training dtype."""
     adapter = cfg.adapter.name.value
-    model = load_base(cfg, load_dtype(precision, adapter), quantization=quantization_kwargs(cfg.adapter, precision),
-                      device_index=device_index)
-    # Training needs no KV cache, and with one transformers ignores packed rows' position_ids restarts.
-    model.config.use_cache = False
-    model = attach_adapter(model, cfg, precision)
+    # earlier LoRA adapters are merged into whole weights, also under ZeRO-3
+    with whole_on_this_rank() if merges_adapters(cfg.adapter) else contextlib.nullcontext():
+        model = load_base(cfg, load_dtype(precision, adapter),
+                          quantization=quantization_kwargs(cfg.adapter, precision), device_index=device_index)
+        # Training needs no KV cache, and with one transformers ignores packed rows' position_ids restarts.
+        model.config.use_cache = False
+        model = attach_adapter(model, cfg, precision)
     if is_reward_model(cfg) and adapter == "freeze":  # the new head always trains (peft saves it with a LoRA)
         model.score.requires_grad_(True)
     return model
@@ -156,9 +183,10 @@ def load_run_model(path: str, precision: str, *, dtype: Optional[str] = None):
     from launcher.rundir import find_run_root
 
     trained = open_run(str(find_run_root(path)))
-    model = load_trained(trained.cfg, trained.weights, dtype or FROZEN_DTYPES[precision])
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    with whole_on_this_rank():  # its LoRA is merged; the trainer partitions it under ZeRO-3
+        model = load_trained(trained.cfg, trained.weights, dtype or FROZEN_DTYPES[precision])
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
     model.requires_grad_(False)
     return model.eval()
 

@@ -207,10 +207,11 @@ class Worker:
         # (stage3_gather_16bit_weights_on_model_save), and rank 0 writes them.
         trainer.save_model(str(self.run.final))
         memory = {"peak_memory_mb_per_rank": gather(peak.peak_mb), "peak_memory_kind": peak.kind}
+        # A stage's own summary entries (rm: reward statistics), on every rank: under ZeRO-3 a forward needs them all.
+        finish = getattr(stage, "finish", None)
+        extra = finish(trainer, inputs) if finish else {}
         if trainer.is_world_process_zero():
             self.tokenizer.save_pretrained(str(self.run.final))
-            finish = getattr(stage, "finish", None)  # a stage's own summary entries (rm: reward statistics)
-            extra = finish(trainer, inputs) if finish else {}
             self.write_summary(trainer, result, metrics.history, resume, evaluation, stage.METRICS[stage_name], extra,
                                memory)
 

@@ -9,7 +9,7 @@ resume, final/, summary.json) is the same for all; one module per family builds 
 
 Each module has build(StageInputs) -> trainer and METRICS: per stage, the logged metrics whose first and last
 values summary.json keeps (e.g. rewards/accuracies, objective/kl); optionally finish(trainer, inputs) -> more
-summary.json entries (rank 0, after training).
+summary.json entries (called on every rank after training; rank 0 writes them).
 """
 from __future__ import annotations
 

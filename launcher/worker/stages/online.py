@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import types
 
 import torch
 from transformers import TrainerCallback
@@ -97,16 +98,42 @@ class AdaptiveKLCallback(TrainerCallback):
 def ppo_trainer(**kwargs):
     """TRL's PPOTrainer, fixed for 2+ ranks. TRL 1.12 reads `self.model.policy` (the reference pass of a LoRA
     policy, save_model) and `self.model.config` (checkpoints), which the DistributedDataParallel wrapper lacks;
-    and checkpoints on ranks > 0 read an attribute transformers' Trainer.__init__ sets, which PPOTrainer skips."""
+    and checkpoints on ranks > 0 read an attribute transformers' Trainer.__init__ sets, which PPOTrainer skips.
+    Under a ds config: PPOTrainer makes a bare Accelerator(), which takes DeepSpeed only from an accelerator state
+    that already has it, and would otherwise train with DDP (the ZeRO-3 policy's partitions left empty)."""
+    from accelerate import Accelerator
     from trl.experimental.ppo import PPOTrainer
 
+    args = kwargs["args"]
+    if args.deepspeed_plugin is not None:
+        Accelerator(deepspeed_plugin=args.deepspeed_plugin, gradient_accumulation_steps=args.gradient_accumulation_steps)
     trainer = PPOTrainer(**kwargs)
     trainer.is_distributed_loading_by_transformers = False
+    if trainer.is_deepspeed_enabled:  # the engine, as train() sets it, for the callbacks that run before
+        trainer.deepspeed = trainer.model
+        # PPOTrainer builds its scheduler before DeepSpeed drops the optimizer's empty parameter groups (a LoRA
+        # has no no-decay parameters): built again on what is left, or its first step fails
+        optimizer, trainer.lr_scheduler = trainer.lr_scheduler.optimizer, None
+        trainer.create_scheduler(num_training_steps=args.num_total_batches, optimizer=optimizer)
+        trainer.save_model = types.MethodType(save_policy, trainer)
     wrapped = trainer.accelerator.unwrap_model(trainer.model)
     if trainer.model is not wrapped:
         for name in ("policy", "config"):  # plain attributes, not registered submodules
             object.__setattr__(trainer.model, name, getattr(wrapped, name))
     return trainer
+
+
+def save_policy(trainer, output_dir=None, _internal_call=False):
+    """PPOTrainer.save_model under DeepSpeed (TRL 1.12 hands transformers the policy in place of the engine, and
+    fails): the policy alone (its adapter, or the whole model), not the value model. Under ZeRO-3 every rank joins
+    the gather of the 16-bit weights; rank 0 writes."""
+    output_dir = output_dir or trainer.args.output_dir
+    engine, state = trainer.model, None
+    if engine.zero_optimization_partition_weights():
+        gathered = engine._zero3_consolidated_16bit_state_dict() or {}
+        state = {k.removeprefix("policy."): v for k, v in gathered.items() if k.startswith("policy.")}
+    if trainer.accelerator.is_main_process:
+        trainer.accelerator.unwrap_model(engine).policy.save_pretrained(output_dir, state_dict=state)
 
 
 def build(inputs):
@@ -129,6 +156,9 @@ def build_ppo(inputs):
                      local_rollout_forward_batch_size=t.per_device_train_batch_size,
                      # max_steps updates of `episodes` rollouts each; else num_train_epochs over the prompts
                      total_episodes=t.max_steps * episodes if t.max_steps > 0 else None,
+                     # PPOConfig's own world_size field (None until the trainer sets it) hides TrainingArguments';
+                     # with a ds config TrainingArguments multiplies by it before then
+                     world_size=cfg.gpus * cfg.nodes,
                      **({"kl_coef": s.kl_coef} if s.kl_coef is not None else {}), **adapter_names)
     callbacks = ([AdaptiveKLCallback(s.ppo_target, episodes)] if s.ppo_target else []) + inputs.callbacks
     return ppo_trainer(args=args, processing_class=generation_tokenizer(inputs.tokenizer), model=inputs.model,

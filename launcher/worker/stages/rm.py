@@ -41,7 +41,12 @@ def reward_stats(model, rows, pad_token_id: int, device, batch_size: int = 16) -
 
 
 def finish(trainer, inputs) -> dict:
-    """summary.json entries (rank 0): the reward's statistics on the first STATS_ROWS training pairs."""
+    """summary.json entries (called on every rank, written by rank 0): the reward's statistics on the first
+    STATS_ROWS training pairs. Under ZeRO-3 each rank holds a slice of the weights and every forward gathers
+    them from all ranks, so every rank scores the same pairs; otherwise rank 0 alone does."""
+    zero3 = trainer.is_deepspeed_enabled and trainer.deepspeed.zero_optimization_stage() == 3
+    if not (zero3 or trainer.is_world_process_zero()):
+        return {}
     model = trainer.accelerator.unwrap_model(trainer.model).eval()
     rows = inputs.data.train.select(range(min(STATS_ROWS, len(inputs.data.train))))
     stats = reward_stats(model, rows, inputs.tokenizer.pad_token_id, trainer.args.device)
