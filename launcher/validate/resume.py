@@ -121,10 +121,11 @@ def resolved(cfg: Any) -> Optional[dict[str, Any]]:
 
 def resume_changes(cfg: Any, facts: Facts) -> list[Change]:
     """The changes of a launch that resumes (none when it starts fresh or the run has no config.yaml)."""
-    old, new = facts.output_dir.config, resolved(cfg)
-    if resumes_from(cfg, facts) is None or old is None or new is None:
+    old = facts.output_dir.config
+    if old is None or resumes_from(cfg, facts) is None:
         return []
-    return config_changes(old, new, facts.output_dir.zero_shards)
+    new = resolved(cfg)
+    return config_changes(old, new, facts.output_dir.zero_shards) if new is not None else []
 
 
 def _no_checkpoint_detail(facts: Facts) -> str:
