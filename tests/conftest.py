@@ -20,30 +20,28 @@ def tiny_model() -> Path:
     return TINY_MODEL
 
 
-@pytest.fixture(scope="session", autouse=True)
-def data_cache(tmp_path_factory) -> Path:
-    """Tokenized data goes to a temp dir, not ~/.cache/launcher/data; the runs tests start inherit it."""
-    path = tmp_path_factory.mktemp("data_cache")
-    before = os.environ.get("LAUNCHER_DATA_CACHE")
-    os.environ["LAUNCHER_DATA_CACHE"] = str(path)
+def _env_dir(tmp_path_factory, variable: str, name: str):
+    """A temp dir that `variable` points to for the session (the runs tests start inherit it), then restored."""
+    path = tmp_path_factory.mktemp(name)
+    before = os.environ.get(variable)
+    os.environ[variable] = str(path)
     yield path
     if before is None:
-        os.environ.pop("LAUNCHER_DATA_CACHE", None)
+        os.environ.pop(variable, None)
     else:
-        os.environ["LAUNCHER_DATA_CACHE"] = before
+        os.environ[variable] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory) -> Path:
+    """Tokenized data goes to a temp dir, not ~/.cache/launcher/data."""
+    yield from _env_dir(tmp_path_factory, "LAUNCHER_DATA_CACHE", "data_cache")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def module_cache(tmp_path_factory) -> Path:
     """Module lists of models built on the meta device (launcher/meta_model.py) go to a temp dir."""
-    path = tmp_path_factory.mktemp("module_cache")
-    before = os.environ.get("LAUNCHER_MODULE_CACHE")
-    os.environ["LAUNCHER_MODULE_CACHE"] = str(path)
-    yield path
-    if before is None:
-        os.environ.pop("LAUNCHER_MODULE_CACHE", None)
-    else:
-        os.environ["LAUNCHER_MODULE_CACHE"] = before
+    yield from _env_dir(tmp_path_factory, "LAUNCHER_MODULE_CACHE", "module_cache")
 
 
 @pytest.fixture(scope="session")

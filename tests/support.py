@@ -48,6 +48,20 @@ def run_module(module: str, *args: str, cwd: Path | None = None, timeout: float 
                           timeout=timeout)
 
 
+def start_training(run: Path, *overrides: str, cwd: Path) -> subprocess.Popen:
+    """`launch` (2 CPU ranks of the tiny LoRA recipe, a practically endless run) in the background, returned once
+    both ranks train."""
+    import pytest
+
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "recipe=tiny_sft_lora", "device=cpu", "gpus=2",
+                             f"output_dir={run}", "train.num_train_epochs=1000", "train.save_steps=100000",
+                             *overrides], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait_until_training(run, ranks=2, timeout=120):
+        proc.kill()
+        pytest.fail("ranks did not start training within 120 s")
+    return proc
+
+
 def wait_until_training(run: Path, ranks: int, timeout: float) -> bool:
     """True once every rank's log shows it trained on rows (False after timeout seconds)."""
     deadline = time.monotonic() + timeout

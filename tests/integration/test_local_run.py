@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 
 from launcher.checkpoints import is_complete, last_complete_checkpoint
 from launcher.exitcodes import EXIT_INTERRUPTED
-from tests.support import processes_mentioning, run_launch, wait_until_training
+from tests.support import processes_mentioning, run_launch, start_training
 
 pytestmark = pytest.mark.integration
 
@@ -124,12 +122,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_model):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_launch_leaves_no_rank_behind(tmp_path, tiny_model, sig):
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "recipe=tiny_sft_lora", "device=cpu", "gpus=2",
-                             f"output_dir={run}", "train.num_train_epochs=1000", "train.save_steps=100000"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if not wait_until_training(run, ranks=2, timeout=120):
-        proc.kill()
-        pytest.fail("ranks did not start training within 120 s")
+    proc = start_training(run, cwd=tmp_path)
     assert len(processes_mentioning(str(run))) >= 3  # torchrun + 2 ranks
     proc.send_signal(sig)
     rc = proc.wait(timeout=90)

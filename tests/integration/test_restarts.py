@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from launcher.rundir import RunDir, read_events
-from tests.support import processes_mentioning, rank_pid, run_launch, wait_until_training
+from tests.support import processes_mentioning, rank_pid, run_launch, start_training
 
 pytestmark = pytest.mark.integration
 
@@ -89,12 +89,7 @@ def test_without_restarts_a_killed_rank_ends_the_launch(tmp_path, tiny_model):
 
 def test_kill_9_of_launch_leaves_no_rank_training(tmp_path, tiny_model):
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "recipe=tiny_sft_lora", "device=cpu", "gpus=2",
-                             f"output_dir={run}", "train.num_train_epochs=1000", "train.save_steps=100000"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if not wait_until_training(run, ranks=2, timeout=120):
-        proc.kill()
-        pytest.fail("ranks did not start training within 120 s")
+    proc = start_training(run, cwd=tmp_path)
     assert rank_pid(run, 0) and rank_pid(run, 1)
     proc.kill()  # SIGKILL: launch cannot forward anything
     proc.wait()
