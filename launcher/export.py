@@ -17,8 +17,9 @@ from typing import Optional
 
 from launcher.exitcodes import EXIT_USAGE
 from launcher.inference import RunError, TrainedRun, load, open_run
+from launcher.precision import DTYPE_NAMES, dtype_of_name
 
-EXPORT_DTYPES = ("auto", "fp32", "bf16", "fp16")
+EXPORT_DTYPES = ("auto", *DTYPE_NAMES)
 
 
 def saved_dtype(path: Path) -> str:
@@ -28,7 +29,7 @@ def saved_dtype(path: Path) -> str:
     except (OSError, ValueError):
         return "fp32"
     name = config.get("dtype") or config.get("torch_dtype")
-    return {"bfloat16": "bf16", "float16": "fp16"}.get(name, "fp32")
+    return dtype_of_name(name)
 
 
 def export(trained: TrainedRun, export_dir: Path, export_size: float = 5.0, export_dtype: str = "auto") -> Path:

@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from launcher.facts import Facts, ModelSize
+from launcher.precision import DEEPSPEED_FLAGS
 from launcher.schema import Device, Precision
 
-#: what fp16.enabled / bf16.enabled must be for each (resolved) precision. A precision option that
-#: DeepSpeed runs differently (e.g. pure bf16 weights) adds its row here.
-PRECISION_FLAGS = {"fp32": (False, False), "fp16": (True, False), "bf16": (False, True)}
 #: TrainingArguments' Adam defaults (the launch config does not expose them)
 ADAM_BETAS, ADAM_EPSILON = [0.9, 0.999], 1e-8
 #: "auto" keys filled from the model's hidden size by transformers/accelerate at engine start
@@ -69,7 +67,7 @@ def expected_values(cfg: Any, gradient_accumulation_steps: int, global_batch: in
     """ds key -> the launch config's value that transformers fills in for "auto" or compares with."""
     t = cfg.train
     precision = resolved_precision(cfg)
-    flags = PRECISION_FLAGS.get(precision) if precision else None
+    flags = DEEPSPEED_FLAGS.get(precision) if precision else None
 
     def flag(i: int, name: str) -> Expected:
         if flags is None:
