@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from launcher.exitcodes import EXIT_USAGE
-from launcher.inference import RunError, TrainedRun, load, open_run
+from launcher.inference import RunError, TrainedRun, open_run
 from launcher.precision import DTYPE_NAMES, dtype_of_name
 
 EXPORT_DTYPES = ("auto", *DTYPE_NAMES)
@@ -38,7 +38,9 @@ def export(trained: TrainedRun, export_dir: Path, export_size: float = 5.0, expo
     if export_dtype == "auto":
         source = trained.weights if adapter in ("full", "freeze") else Path(cfg.model.model_name_or_path)
         export_dtype = saved_dtype(source)
-    tokenizer, model = load(trained, export_dtype)
+    from launcher.worker.model import load_for_inference  # torch: only once the run is known good
+
+    tokenizer, model = load_for_inference(trained, export_dtype)
     if adapter in ("lora", "qlora"):
         model = model.merge_and_unload()
     export_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """Tokenizer and base model (precision, attention kernel, RoPE scaling, quantization) from the resolved
-config; the adapter goes on in launcher/worker/adapters/. Used by the worker, launch-export and launch-chat.
+config; the adapter goes on in launcher/worker/adapters/. Used by the worker, launch-export and launch-chat
+(a finished run is opened by launcher.inference, which imports nothing from here).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 
+from launcher.inference import TrainedRun, open_run
 from launcher.precision import COMPUTE_DTYPES, DTYPE_NAMES, auto_precision
 from launcher.schema import split_list
 from launcher.worker.adapters import attach_adapter, load_adapter
@@ -161,10 +163,17 @@ def load_trained(cfg: Any, final_dir: Path, dtype: str, quantize: bool = False):
     return load_adapter(load_base(cfg, DTYPES[dtype], quantization=quantization), cfg, final_dir)
 
 
+def load_for_inference(trained: TrainedRun, dtype: str, quantize: bool = False):
+    """(tokenizer, model in eval mode) of a trained run, weights in dtype fp32, bf16 or fp16 (a quantized
+    base computes in it): what launch-export and launch-chat use."""
+    tokenizer = load_tokenizer(trained.cfg, str(trained.weights))
+    model = load_trained(trained.cfg, trained.weights, dtype, quantize=quantize)
+    return tokenizer, model.eval()
+
+
 def load_run_model(path: str, precision: str, *, dtype: Optional[str] = None):
     """An earlier run's trained model (a run dir, or its final/), frozen, LoRA merged: a reward model from an
     rm run, a reference model from any run. Weights in `dtype` (default: the frozen dtype for `precision`)."""
-    from launcher.inference import open_run
     from launcher.rundir import find_run_root
 
     trained = open_run(str(find_run_root(path)))
