@@ -5,6 +5,10 @@ Precisions: fp32, fp16, bf16 (mixed: autocast over fp32 master weights), pure_bf
 """
 from __future__ import annotations
 
+from typing import Any, Optional
+
+from launcher.schema import Device, Precision
+
 #: weight dtype name -> torch's dtype name (torch.<name>; config.json's "dtype")
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 #: resolved precision -> the dtype name it computes in (what a frozen model or a quantized layer uses)
@@ -26,6 +30,15 @@ def auto_precision(name: str, device: str, native_bf16: bool) -> str:
     if device == "cpu":
         return "fp32"
     return "bf16" if native_bf16 else "fp16"
+
+
+def resolved_precision(cfg: Any) -> Optional[str]:
+    """The precision the worker will train in, where the launch config alone decides it (auto on a GPU
+    depends on the GPU, so None)."""
+    name = Precision(cfg.precision.name).value
+    if name == "auto" and cfg.device != Device.cpu:
+        return None
+    return auto_precision(name, str(getattr(cfg.device, "value", cfg.device)), native_bf16=False)
 
 
 def trainer_precision(precision: str) -> dict[str, bool]:

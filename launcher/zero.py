@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from launcher.facts import Facts, ModelSize
-from launcher.precision import DEEPSPEED_FLAGS
-from launcher.schema import Device, Precision
+from launcher.precision import DEEPSPEED_FLAGS, resolved_precision
 
 #: TrainingArguments' Adam defaults (the launch config does not expose them)
 ADAM_BETAS, ADAM_EPSILON = [0.9, 0.999], 1e-8
@@ -40,15 +39,6 @@ def stage(ds: Mapping[str, Any]) -> Any:
 def offload_device(ds: Mapping[str, Any], what: str) -> str:
     """`optimizer` or `param`: where ZeRO keeps it (none, cpu, nvme)."""
     return str(get(ds, f"zero_optimization.offload_{what}.device") or "none")
-
-
-def resolved_precision(cfg: Any) -> Optional[str]:
-    """The precision the worker will train in, where the launch config alone decides it (auto on a GPU
-    depends on the GPU, so None)."""
-    name = Precision(cfg.precision.name).value
-    if name == "auto":
-        return "fp32" if cfg.device == Device.cpu else None
-    return name
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from typing import Any, Iterator
 
 from launcher import zero
 from launcher.facts import Facts
-from launcher.precision import DEEPSPEED_FLAGS
+from launcher.precision import DEEPSPEED_FLAGS, resolved_precision
 from launcher.topology import plan_batch, world_size
 from launcher.schema import AdapterType
 from launcher.validate.problem import Problem
@@ -51,7 +51,7 @@ def _check_ds_values(cfg: Any, path: str, ds: dict) -> Iterator[Problem]:
                       f"there (it is then filled from the launch config), or change {want.key}")
     for key in zero.unfillable_autos(ds, expected):
         yield Problem("zero.config", path, f"{key}=\"auto\" is not a value transformers fills in; write a value")
-    if zero.resolved_precision(cfg) is None:
+    if resolved_precision(cfg) is None:
         flags = (zero.get(ds, "fp16.enabled"), zero.get(ds, "bf16.enabled"))
         if any(isinstance(v, bool) for v in flags):
             want = next((p for p, f in DEEPSPEED_FLAGS.items() if f == tuple(bool(v) for v in flags)), None)
