@@ -15,19 +15,19 @@ from typing import Any, Optional
 
 from launcher.data.templates import TemplateError, encode_prompt, stop_token_ids
 from launcher.exitcodes import EXIT_USAGE
-from launcher.inference import RunError, TrainedRun, load, open_run
+from launcher.inference import RunError, TrainedRun, open_run
 
 
 class Chat:
     def __init__(self, trained: TrainedRun, device: str, system: Optional[str] = None):
         import torch
 
-        from launcher.worker.model import resolve_precision
+        from launcher.worker.model import load_for_inference, resolve_precision
 
         precision = resolve_precision("auto", device)
         # a qlora run is chatted with as it trained (4-bit) where bitsandbytes can run: on a GPU
         quantize = device == "cuda" and trained.cfg.adapter.quantization_bit is not None
-        self.tokenizer, self.model = load(trained, precision, quantize=quantize)
+        self.tokenizer, self.model = load_for_inference(trained, precision, quantize=quantize)
         if not quantize:
             self.model.to(torch.device(device))
         self.device = device

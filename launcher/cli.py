@@ -5,17 +5,15 @@ User mistakes (bad keys, bad values) exit 2 with one message per problem, before
 """
 from __future__ import annotations
 
-import functools
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from launcher import PROJECT_ROOT, runlock, schema
+from launcher.backends.slurm import PendingArray, finish_sweep, script_for, submit_runs
 from launcher.exitcodes import EXIT_USAGE
 from launcher.facts import Facts, gather_facts, read_config, read_lock
 from launcher.plan import LaunchPlan, build_plan
@@ -35,22 +34,6 @@ from launcher.validate.resume import flatten, resume_changes, resume_mode, resum
 
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 schema.register()
-
-
-@dataclass
-class PendingArray:
-    """Runs of a multirun sweep on Slurm, validated and planned but not yet written: once Hydra's loop has
-    validated every job, either all are written and submitted as one job array, or none (one job has a problem)."""
-
-    sweep_dir: str = ""
-    plans: list[LaunchPlan] = field(default_factory=list)
-    #: take and write each planned job's run dir (deferred until every job validated); None: held by another
-    writes: list[Callable[[], Optional[dict]]] = field(default_factory=list)
-    #: the overrides of each job that has problems
-    refused: list[str] = field(default_factory=list)
-    wait: bool = False
-    #: run dir -> the lock this process holds on it (the job id is written into it after sbatch)
-    holders: dict[str, dict] = field(default_factory=dict)
 
 
 def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | None = None,
@@ -85,8 +68,6 @@ def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | N
             print(f"# resume={resume_mode(cfg.resume)}: " + (f"resumes from {resumed_from}" if resumed_from else
                                                                "no complete checkpoint; trains from the start"))
         if slurm:
-            from launcher.backends.slurm import script_for
-
             print(f"# ---- {run.sbatch_sh} (submitted with sbatch --parsable)")
             print(env_indirect(script_for([plan], cwd=os.getcwd(), output=str(run.slurm_output)))[0], end="")
             print(f"# ---- {run.launch_sh} (run on every node by srun)")
@@ -212,65 +193,6 @@ def run_other_node(plan: LaunchPlan, script: str) -> int:
         rc = execute(launch_sh, str(plan.node_rank))
     print(f"launch: node {plan.node_rank}: run dir {run.root} (exit {rc})", file=sys.stderr)
     return rc
-    return rc
-
-
-def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool, holders: dict[str, dict]) -> int:
-    """Write sbatch.sh (one job, or one array for a sweep), submit it, record the job id(s) (also in each run
-    dir's lock: the job holds the run dir while it is queued or running)."""
-    from launcher.backends import slurm
-
-    def release_all() -> None:
-        for plan in plans:
-            if plan.run_dir in holders:
-                runlock.release(RunDir(Path(plan.run_dir)).lock, holders[plan.run_dir])
-
-    array = len(plans) > 1
-    output = str(script_dir / ("slurm-%A_%a.out" if array else "slurm/%j.out"))
-    try:
-        script = slurm.script_for(plans, cwd=os.getcwd(), output=output)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        release_all()
-        return EXIT_USAGE
-    # Secrets in cluster.setup stay out of sbatch.sh: the script names a variable, sbatch's environment holds it.
-    script, secret_env = env_indirect(script)
-    path = script_dir / "sbatch.sh"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(script)
-    (script_dir / "slurm").mkdir(exist_ok=True)
-    try:
-        job_id = slurm.submit(str(path), run=functools.partial(subprocess.run, env={**os.environ, **secret_env}))
-    except slurm.SlurmError as e:
-        (script_dir / "slurm" / "submit_error.txt").write_text(str(e) + "\n")
-        release_all()
-        print(f"error: sbatch refused the job: {e}\n  check the cluster.* keys (partition, account, qos, time, "
-              f"...) in {path}; nothing was started.", file=sys.stderr)
-        return EXIT_USAGE
-    for i, plan in enumerate(plans):
-        run = RunDir(Path(plan.run_dir))
-        (run.root / "slurm").mkdir(exist_ok=True)
-        if array:
-            (run.root / "sbatch.sh").write_text(script)
-        job = f"{job_id}_{i}" if array else job_id
-        with run.job_ids.open("a") as f:
-            f.write(job + "\n")
-        if plan.run_dir in holders:
-            runlock.record_job(run.lock, holders[plan.run_dir], job)
-    cpus = slurm.options_for(plans[0], output).get("cpus-per-task")
-    print(f"launch: submitted job {job_id}" + (f" (array of {len(plans)})" if array else "")
-          + f", {plans[0].nodes} node(s) x {plans[0].nproc_per_node} rank(s), "
-          + (f"{cpus} CPU(s) per node" if cpus else "every CPU of each node (exclusive)"))
-    for plan in plans:
-        print(f"  run dir: {plan.run_dir}")
-    first = plans[0].run_dir
-    print(f"  follow:  squeue -j {job_id}; tail -f {first}/logs/rank0.log; launch-status {first}; "
-          f"launch-cancel {first}")
-    if not wait:
-        return 0
-    states = slurm.wait_for(job_id)
-    release_all()  # the job has ended: it holds the run dir no more
-    return max((s.exit_code or 0) if s.state == "COMPLETED" else max(1, s.exit_code or 0) for s in states)
 
 
 def prepare_data(config: dict) -> int:
@@ -297,25 +219,36 @@ def prepare_data(config: dict) -> int:
     return 0
 
 
-_task_started = False
-_pending = PendingArray()
+@dataclass
+class Invocation:
+    """What one `launch` command's Hydra task runs share with main(): Hydra calls the task once per run (per
+    sweep job) with the config only, so this object, made by main() and closed over by the task, carries the rest."""
+
+    #: Hydra called the task: a later exit 1 is the task's own, not a compose error
+    task_started: bool = False
+    #: a Slurm sweep's jobs, submitted as one array once Hydra's loop has validated every job
+    sweep: PendingArray = field(default_factory=PendingArray)
 
 
-@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="launch")
-def _hydra_main(cfg: DictConfig) -> None:
-    global _task_started
-    _task_started = True
-    hc = HydraConfig.get()
-    if hc.mode == RunMode.MULTIRUN:  # Hydra's record of the sweep holds the typed overrides: no secret in it
-        record = Path(hc.sweep.dir) / "multirun.yaml"
-        if record.is_file():
-            record.write_text(redact(record.read_text()))
-    sweep_on_slurm = hc.mode == RunMode.MULTIRUN and cfg.cluster.name == "slurm" and not cfg.dry_run
-    if sweep_on_slurm:
-        _pending.sweep_dir, _pending.wait = hc.sweep.dir, cfg.wait
-    rc = launch_run(cfg, overrides=hc.overrides.task, pending=_pending if sweep_on_slurm else None)
-    if rc:
-        sys.exit(rc)
+def hydra_task(invocation: Invocation):
+    """Hydra's entry point for one `launch` command: compose the config (each sweep job's), then launch_run."""
+
+    @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="launch")
+    def task(cfg: DictConfig) -> None:
+        invocation.task_started = True
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:  # Hydra's record of the sweep holds the typed overrides: no secret in it
+            record = Path(hc.sweep.dir) / "multirun.yaml"
+            if record.is_file():
+                record.write_text(redact(record.read_text()))
+        sweep_on_slurm = hc.mode == RunMode.MULTIRUN and cfg.cluster.name == "slurm" and not cfg.dry_run
+        if sweep_on_slurm:
+            invocation.sweep.sweep_dir, invocation.sweep.wait = hc.sweep.dir, cfg.wait
+        rc = launch_run(cfg, overrides=hc.overrides.task, pending=invocation.sweep if sweep_on_slurm else None)
+        if rc:
+            sys.exit(rc)
+
+    return task
 
 
 #: groups whose options are numbers (zero=0|2|3): Hydra's grammar reads `zero=3` as an int, which it
@@ -340,44 +273,16 @@ def main() -> None:
         for p in unknown:
             print(p, file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    invocation = Invocation()
     try:
-        _hydra_main()
+        hydra_task(invocation)()
     except SystemExit as e:
         # Hydra reports compose errors (unknown key, wrong type, unknown group option) with exit 1
         # before our task runs: those are user mistakes too.
-        if e.code == 1 and not _task_started:
+        if e.code == 1 and not invocation.task_started:
             sys.exit(EXIT_USAGE)
         raise
-    sys.exit(finish_sweep(_pending))
-
-
-def finish_sweep(pending: PendingArray) -> int:
-    """After Hydra's loop: refuse the whole Slurm sweep if any job has a problem, else write and submit all."""
-    if pending.refused:
-        total = len(pending.refused) + len(pending.plans)
-        print(f"launch: {len(pending.refused)} of {total} sweep job(s) have problems (listed above); no run dir was "
-              "written and nothing was submitted:", file=sys.stderr)
-        for overrides in pending.refused:
-            print(f"  {overrides}", file=sys.stderr)
-        return EXIT_USAGE
-    if not pending.plans:
-        return 0
-    from launcher.backends import slurm
-
-    try:  # runs asking for different resources cannot share one array: refused before anything is written
-        slurm.script_for(pending.plans, cwd=os.getcwd(), output="")
-    except ValueError as e:
-        print(f"error: {e}\nlaunch: no run dir was written and nothing was submitted.", file=sys.stderr)
-        return EXIT_USAGE
-    for plan, write in zip(pending.plans, pending.writes):
-        holder = write()
-        if holder is None:  # another launch took one of the run dirs meanwhile
-            for run_dir, taken in pending.holders.items():
-                runlock.release(RunDir(Path(run_dir)).lock, taken)
-            return EXIT_USAGE
-        pending.holders[plan.run_dir] = holder
-    return submit_runs(pending.plans, script_dir=Path(pending.sweep_dir).resolve(), wait=pending.wait,
-                       holders=pending.holders)
+    sys.exit(finish_sweep(invocation.sweep))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Optional
 
 from launcher.exitcodes import EXIT_USAGE
-from launcher.inference import RunError, TrainedRun, load, open_run
+from launcher.inference import RunError, TrainedRun, open_run
+from launcher.precision import DTYPE_NAMES, dtype_of_name
 
-EXPORT_DTYPES = ("auto", "fp32", "bf16", "fp16")
+EXPORT_DTYPES = ("auto", *DTYPE_NAMES)
 
 
 def saved_dtype(path: Path) -> str:
@@ -28,7 +29,7 @@ def saved_dtype(path: Path) -> str:
     except (OSError, ValueError):
         return "fp32"
     name = config.get("dtype") or config.get("torch_dtype")
-    return {"bfloat16": "bf16", "float16": "fp16"}.get(name, "fp32")
+    return dtype_of_name(name)
 
 
 def export(trained: TrainedRun, export_dir: Path, export_size: float = 5.0, export_dtype: str = "auto") -> Path:
@@ -37,7 +38,9 @@ def export(trained: TrainedRun, export_dir: Path, export_size: float = 5.0, expo
     if export_dtype == "auto":
         source = trained.weights if adapter in ("full", "freeze") else Path(cfg.model.model_name_or_path)
         export_dtype = saved_dtype(source)
-    tokenizer, model = load(trained, export_dtype)
+    from launcher.worker.model import load_for_inference  # torch: only once the run is known good
+
+    tokenizer, model = load_for_inference(trained, export_dtype)
     if adapter in ("lora", "qlora"):
         model = model.merge_and_unload()
     export_dir.mkdir(parents=True, exist_ok=True)

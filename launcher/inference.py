@@ -1,4 +1,5 @@
-"""A finished run's trained model, for launch-export and launch-chat: the run dir is the only input.
+"""A finished run's trained weights, for launch-export, launch-chat and the stages that reuse a run's model:
+the run dir is the only input. Pure (no torch): launcher.worker.model loads the model (load_for_inference).
 
 config.yaml says which base, adapter, template and precision the run used; final/ (or a checkpoint) holds
 what it trained. Problems a user can fix (no such run, not finished) are RunError: exit 2, one message.
@@ -45,12 +46,3 @@ def open_run(run_dir: str, checkpoint: Optional[str] = None) -> TrainedRun:
         raise RunError(missing)
     return TrainedRun(run, load_run_config(str(run.config)), weights)
 
-
-def load(trained: TrainedRun, dtype: str, quantize: bool = False):
-    """(tokenizer, model in eval mode) of a trained run, weights in dtype fp32, bf16 or fp16 (a quantized
-    base computes in it)."""
-    from launcher.worker.model import load_tokenizer, load_trained
-
-    tokenizer = load_tokenizer(trained.cfg, str(trained.weights))
-    model = load_trained(trained.cfg, trained.weights, dtype, quantize=quantize)
-    return tokenizer, model.eval()

@@ -1,7 +1,8 @@
 """build_plan(config, facts, run_dir) -> LaunchPlan: what will run, where, with which numbers.
 
-Pure: no I/O, no env reads, frozen dataclasses out. The batch arithmetic lives here and nowhere else;
-the resolved config the worker reads carries the plan's numbers. Backends only carry a plan out.
+Pure: no I/O, no env reads, frozen dataclasses out. World size, backend and batch arithmetic live in
+launcher.topology (validate checks the same numbers); the resolved config the worker reads carries the plan's
+numbers. Backends only carry a plan out.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from omegaconf import OmegaConf
 
 from launcher.facts import Facts
 from launcher.schema import BackendType, ClusterType, Device
+from launcher.topology import BatchPlan, pick_backend, plan_batch, procs_per_node
 from launcher.zero import ZeroPlan, plan_zero
 
 WORKER_MODULE = "launcher.worker"
@@ -29,22 +31,6 @@ SHUTDOWN_TIMEOUT_S = 120
 #: torchrun runs one attempt (launch.sh's loop restarts it with a fresh store: its own in-place restart
 #: reuses a stale store with gloo) and gives the ranks time to checkpoint when signalled
 TORCHRUN_ONE_ATTEMPT = ("--max-restarts=0", f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}")
-
-
-@dataclass(frozen=True)
-class BatchPlan:
-    per_device_train_batch_size: int
-    gradient_accumulation_steps: int
-    world_size: int
-    global_batch_size: int
-    #: gradient_accumulation_steps was derived from the config's global_batch_size
-    derived: bool
-
-    def describe(self) -> str:
-        how = " (grad accum derived from global_batch_size)" if self.derived else ""
-        return (f"per_device_train_batch_size {self.per_device_train_batch_size} x gradient_accumulation_steps "
-                f"{self.gradient_accumulation_steps} x world size {self.world_size} = global batch "
-                f"{self.global_batch_size}{how}")
 
 
 @dataclass(frozen=True)
@@ -189,23 +175,6 @@ def shell_word(arg: str) -> str:
     return shlex.quote(arg)
 
 
-def plan_batch(cfg: Any) -> BatchPlan:
-    world = cfg.gpus * cfg.nodes
-    per_device = cfg.train.per_device_train_batch_size
-    if cfg.global_batch_size is not None:
-        accum = cfg.global_batch_size // (per_device * world)
-        return BatchPlan(per_device, accum, world, cfg.global_batch_size, derived=True)
-    accum = cfg.train.gradient_accumulation_steps
-    return BatchPlan(per_device, accum, world, per_device * accum * world, derived=False)
-
-
-def pick_backend(cfg: Any) -> str:
-    if cfg.backend.name != BackendType.auto:
-        return BackendType(cfg.backend.name).value
-    # DeepSpeed needs torch.distributed set up by a launcher, even for one process.
-    return "single" if cfg.gpus * cfg.nodes == 1 and cfg.zero.name == "none" else "torchrun"
-
-
 def threads_per_rank(cfg: Any, facts: Facts, nproc: int) -> dict[str, str]:
     """OMP_NUM_THREADS = cores per node / processes per node: left unset, ranks oversubscribe the cores
     (5-20x slower on CPU). On Slurm the cores are the task's, known only on the node unless requested."""
@@ -232,8 +201,7 @@ def worker_env(cfg: Any, facts: Facts, run_dir: str, nproc: int) -> dict[str, st
 def build_plan(cfg: Any, facts: Facts, run_dir: str) -> LaunchPlan:
     batch = plan_batch(cfg)
     backend = pick_backend(cfg)
-    nproc = 1 if backend == "single" else cfg.gpus
-    world = nproc * cfg.nodes
+    nproc = procs_per_node(cfg, backend)
     device = Device(cfg.device)
     ranks = tuple(
         Rank(rank=n * nproc + i, node=n, local_rank=i, device=f"cuda:{i}" if device == Device.cuda else "cpu")
@@ -250,7 +218,7 @@ def build_plan(cfg: Any, facts: Facts, run_dir: str) -> LaunchPlan:
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     config["output_dir"] = run_dir
     config["train"]["gradient_accumulation_steps"] = batch.gradient_accumulation_steps
-    return LaunchPlan(run_dir=run_dir, backend=backend, nodes=cfg.nodes, nproc_per_node=nproc, world_size=world,
+    return LaunchPlan(run_dir=run_dir, backend=backend, nodes=cfg.nodes, nproc_per_node=nproc, world_size=len(ranks),
                       batch=batch, ranks=ranks, commands=commands, config=config, cluster=cfg.cluster.name.value,
                       node_env=node_env, zero=plan_zero(cfg, facts, nproc), node_rank=cfg.node_rank,
                       max_restarts=cfg.max_restarts, base_port=base_port(cfg, facts, backend))
@@ -275,8 +243,13 @@ def slurm_node_command(cfg: Any, facts: Facts, backend: str, nproc: int, run_dir
         {"OMP_NUM_THREADS": f"$(( SLURM_CPUS_ON_NODE / {nproc} > 1 ? SLURM_CPUS_ON_NODE / {nproc} : 1 ))"}
     if backend == "single":
         return node_argvs(cfg, facts, backend, nproc, run_dir), node_env
-    return [(facts.python, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--master-port={PORT}",
-             *TORCHRUN_ONE_ATTEMPT, "-m", WORKER_MODULE, run_dir)], {**SLURM_RENDEZVOUS, **node_env}
+    return [torchrun_argv(facts.python, run_dir, f"--nproc-per-node={nproc}", f"--master-port={PORT}")], \
+        {**SLURM_RENDEZVOUS, **node_env}
+
+
+def torchrun_argv(py: str, run_dir: str, *flags: str) -> tuple[str, ...]:
+    """torchrun running one attempt of the worker; flags: its rendezvous and processes per node."""
+    return (py, "-m", "torch.distributed.run", *flags, *TORCHRUN_ONE_ATTEMPT, "-m", WORKER_MODULE, run_dir)
 
 
 def node_argvs(cfg: Any, facts: Facts, backend: str, nproc: int, run_dir: str) -> list[tuple[str, ...]]:
@@ -286,11 +259,11 @@ def node_argvs(cfg: Any, facts: Facts, backend: str, nproc: int, run_dir: str) -
     if backend == "single":
         return [(py, *worker)]
     if backend == "torchrun":
-        common = (f"--nproc-per-node={nproc}", *TORCHRUN_ONE_ATTEMPT, *worker)
         if cfg.nodes == 1:
-            return [(py, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", *common)]
-        return [(py, "-m", "torch.distributed.run", f"--nnodes={cfg.nodes}", f"--node-rank={n}",
-                 f"--master-addr={cfg.master_addr}", f"--master-port={PORT}", *common) for n in nodes]
+            return [torchrun_argv(py, run_dir, "--standalone", "--nnodes=1", f"--nproc-per-node={nproc}")]
+        return [torchrun_argv(py, run_dir, f"--nnodes={cfg.nodes}", f"--node-rank={n}",
+                              f"--master-addr={cfg.master_addr}", f"--master-port={PORT}", f"--nproc-per-node={nproc}")
+                for n in nodes]
     # deepspeed: --no_local_rank, else it appends --local_rank=N to the worker's argv; --module runs it as -m.
     runner, tail = (py, "-m", "deepspeed.launcher.runner"), ("--no_local_rank", "--module", WORKER_MODULE, run_dir)
     if cfg.nodes == 1:

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 from omegaconf import OmegaConf
 
+from launcher.topology import world_size
 from launcher.validate.problem import Problem
 
 #: keys whose default is another key's value (schema interpolations): target -> source
@@ -40,7 +41,7 @@ def settle_typed(cfg: Any, typed: frozenset[str]) -> tuple[Any, list[Problem]]:
     accum = "train.gradient_accumulation_steps"
     if accum in typed and "global_batch_size" not in typed and cfg.global_batch_size is not None:
         t = cfg.train
-        world = cfg.gpus * cfg.nodes
+        world = world_size(cfg)
         changes["global_batch_size"] = None
         notes.append(Problem(accum, t.gradient_accumulation_steps, f"typed, so it wins over global_batch_size="
                              f"{cfg.global_batch_size} (set by the recipe), which would derive it: the global batch "

@@ -11,11 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from launcher.facts import Facts, ModelSize
-from launcher.schema import Device, Precision
+from launcher.precision import DEEPSPEED_FLAGS, resolved_precision
 
-#: what fp16.enabled / bf16.enabled must be for each (resolved) precision. A precision option that
-#: DeepSpeed runs differently (e.g. pure bf16 weights) adds its row here.
-PRECISION_FLAGS = {"fp32": (False, False), "fp16": (True, False), "bf16": (False, True)}
 #: TrainingArguments' Adam defaults (the launch config does not expose them)
 ADAM_BETAS, ADAM_EPSILON = [0.9, 0.999], 1e-8
 #: "auto" keys filled from the model's hidden size by transformers/accelerate at engine start
@@ -44,15 +41,6 @@ def offload_device(ds: Mapping[str, Any], what: str) -> str:
     return str(get(ds, f"zero_optimization.offload_{what}.device") or "none")
 
 
-def resolved_precision(cfg: Any) -> Optional[str]:
-    """The precision the worker will train in, where the launch config alone decides it (auto on a GPU
-    depends on the GPU, so None)."""
-    name = Precision(cfg.precision.name).value
-    if name == "auto":
-        return "fp32" if cfg.device == Device.cpu else None
-    return name
-
-
 @dataclass(frozen=True)
 class Expected:
     #: the launch key a value comes from, and how the message shows it
@@ -69,7 +57,7 @@ def expected_values(cfg: Any, gradient_accumulation_steps: int, global_batch: in
     """ds key -> the launch config's value that transformers fills in for "auto" or compares with."""
     t = cfg.train
     precision = resolved_precision(cfg)
-    flags = PRECISION_FLAGS.get(precision) if precision else None
+    flags = DEEPSPEED_FLAGS.get(precision) if precision else None
 
     def flag(i: int, name: str) -> Expected:
         if flags is None:

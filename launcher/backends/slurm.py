@@ -1,4 +1,5 @@
-"""Slurm: render a readable sbatch script from a plan, submit it, follow and cancel jobs.
+"""Slurm: render a readable sbatch script from a plan, submit it (one job, or a sweep's job array, recording
+the job ids in the run dirs and their locks), follow and cancel jobs.
 
 render_sbatch() is pure (sorted #SBATCH lines, values shell-quoted). In the allocation, `srun` starts one
 task per node that runs the run dir's launch.sh (torchrun with the node rank and master address from
@@ -9,12 +10,24 @@ only between foreground commands.
 """
 from __future__ import annotations
 
+import functools
+import os
 import re
 import shlex
 import subprocess
+import sys
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
+
+from launcher import runlock
+from launcher.exitcodes import EXIT_USAGE
+from launcher.rundir import RunDir
+from launcher.secrets import env_indirect
+
+if TYPE_CHECKING:
+    from launcher.plan import LaunchPlan
 
 #: cluster keys that map 1:1 onto sbatch options of the same name (underscores become dashes)
 SBATCH_KEYS = ("partition", "account", "qos", "time", "mem", "constraint", "nodelist", "exclude", "dependency",
@@ -230,3 +243,103 @@ def cancel(job_id: str) -> None:
     out = subprocess.run(["scancel", job_id], capture_output=True, text=True)
     if out.returncode != 0:
         raise SlurmError(out.stderr.strip() or f"scancel exited {out.returncode}")
+
+
+@dataclass
+class PendingArray:
+    """Runs of a multirun sweep on Slurm, validated and planned but not yet written: once Hydra's loop has
+    validated every job, either all are written and submitted as one job array, or none (one job has a problem)."""
+
+    sweep_dir: str = ""
+    plans: list[LaunchPlan] = field(default_factory=list)
+    #: take and write each planned job's run dir (deferred until every job validated); None: held by another
+    writes: list[Callable[[], Optional[dict]]] = field(default_factory=list)
+    #: the overrides of each job that has problems
+    refused: list[str] = field(default_factory=list)
+    wait: bool = False
+    #: run dir -> the lock this process holds on it (the job id is written into it after sbatch)
+    holders: dict[str, dict] = field(default_factory=dict)
+
+
+def submit_runs(plans: Sequence[LaunchPlan], script_dir: Path, wait: bool, holders: dict[str, dict]) -> int:
+    """Write sbatch.sh (one job, or one array for a sweep), submit it, record the job id(s) (also in each run
+    dir's lock: the job holds the run dir while it is queued or running)."""
+
+    def release_all() -> None:
+        for plan in plans:
+            if plan.run_dir in holders:
+                runlock.release(RunDir(Path(plan.run_dir)).lock, holders[plan.run_dir])
+
+    array = len(plans) > 1
+    output = str(script_dir / ("slurm-%A_%a.out" if array else "slurm/%j.out"))
+    try:
+        script = script_for(plans, cwd=os.getcwd(), output=output)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        release_all()
+        return EXIT_USAGE
+    # Secrets in cluster.setup stay out of sbatch.sh: the script names a variable, sbatch's environment holds it.
+    script, secret_env = env_indirect(script)
+    path = script_dir / "sbatch.sh"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(script)
+    (script_dir / "slurm").mkdir(exist_ok=True)
+    try:
+        job_id = submit(str(path), run=functools.partial(subprocess.run, env={**os.environ, **secret_env}))
+    except SlurmError as e:
+        (script_dir / "slurm" / "submit_error.txt").write_text(str(e) + "\n")
+        release_all()
+        print(f"error: sbatch refused the job: {e}\n  check the cluster.* keys (partition, account, qos, time, "
+              f"...) in {path}; nothing was started.", file=sys.stderr)
+        return EXIT_USAGE
+    for i, plan in enumerate(plans):
+        run = RunDir(Path(plan.run_dir))
+        (run.root / "slurm").mkdir(exist_ok=True)
+        if array:
+            (run.root / "sbatch.sh").write_text(script)
+        job = f"{job_id}_{i}" if array else job_id
+        with run.job_ids.open("a") as f:
+            f.write(job + "\n")
+        if plan.run_dir in holders:
+            runlock.record_job(run.lock, holders[plan.run_dir], job)
+    cpus = options_for(plans[0], output).get("cpus-per-task")
+    print(f"launch: submitted job {job_id}" + (f" (array of {len(plans)})" if array else "")
+          + f", {plans[0].nodes} node(s) x {plans[0].nproc_per_node} rank(s), "
+          + (f"{cpus} CPU(s) per node" if cpus else "every CPU of each node (exclusive)"))
+    for plan in plans:
+        print(f"  run dir: {plan.run_dir}")
+    first = plans[0].run_dir
+    print(f"  follow:  squeue -j {job_id}; tail -f {first}/logs/rank0.log; launch-status {first}; "
+          f"launch-cancel {first}")
+    if not wait:
+        return 0
+    states = wait_for(job_id)
+    release_all()  # the job has ended: it holds the run dir no more
+    return max((s.exit_code or 0) if s.state == "COMPLETED" else max(1, s.exit_code or 0) for s in states)
+
+
+def finish_sweep(pending: PendingArray) -> int:
+    """After Hydra's loop: refuse the whole Slurm sweep if any job has a problem, else write and submit all."""
+    if pending.refused:
+        total = len(pending.refused) + len(pending.plans)
+        print(f"launch: {len(pending.refused)} of {total} sweep job(s) have problems (listed above); no run dir was "
+              "written and nothing was submitted:", file=sys.stderr)
+        for overrides in pending.refused:
+            print(f"  {overrides}", file=sys.stderr)
+        return EXIT_USAGE
+    if not pending.plans:
+        return 0
+    try:  # runs asking for different resources cannot share one array: refused before anything is written
+        script_for(pending.plans, cwd=os.getcwd(), output="")
+    except ValueError as e:
+        print(f"error: {e}\nlaunch: no run dir was written and nothing was submitted.", file=sys.stderr)
+        return EXIT_USAGE
+    for plan, write in zip(pending.plans, pending.writes):
+        holder = write()
+        if holder is None:  # another launch took one of the run dirs meanwhile
+            for run_dir, taken in pending.holders.items():
+                runlock.release(RunDir(Path(run_dir)).lock, taken)
+            return EXIT_USAGE
+        pending.holders[plan.run_dir] = holder
+    return submit_runs(pending.plans, script_dir=Path(pending.sweep_dir).resolve(), wait=pending.wait,
+                       holders=pending.holders)

@@ -5,7 +5,8 @@ from typing import Any, Iterator
 
 from launcher import zero
 from launcher.facts import Facts
-from launcher.plan import plan_batch
+from launcher.precision import DEEPSPEED_FLAGS, resolved_precision
+from launcher.topology import plan_batch, world_size
 from launcher.schema import AdapterType
 from launcher.validate.problem import Problem
 
@@ -39,7 +40,7 @@ def check_zero(cfg: Any, facts: Facts) -> Iterator[Problem]:
 
 def _check_ds_values(cfg: Any, path: str, ds: dict) -> Iterator[Problem]:
     """What transformers would reject after loading the model, said before anything starts."""
-    t, world = cfg.train, cfg.gpus * cfg.nodes
+    t, world = cfg.train, world_size(cfg)
     if cfg.global_batch_size is not None and (world < 1 or t.per_device_train_batch_size < 1
                                               or cfg.global_batch_size % (t.per_device_train_batch_size * world)):
         return  # the batch problem is reported on its own
@@ -50,10 +51,10 @@ def _check_ds_values(cfg: Any, path: str, ds: dict) -> Iterator[Problem]:
                       f"there (it is then filled from the launch config), or change {want.key}")
     for key in zero.unfillable_autos(ds, expected):
         yield Problem("zero.config", path, f"{key}=\"auto\" is not a value transformers fills in; write a value")
-    if zero.resolved_precision(cfg) is None:
+    if resolved_precision(cfg) is None:
         flags = (zero.get(ds, "fp16.enabled"), zero.get(ds, "bf16.enabled"))
         if any(isinstance(v, bool) for v in flags):
-            want = next((p for p, f in zero.PRECISION_FLAGS.items() if f == tuple(bool(v) for v in flags)), None)
+            want = next((p for p, f in DEEPSPEED_FLAGS.items() if f == tuple(bool(v) for v in flags)), None)
             yield Problem("precision", cfg.precision.name, f"is decided on the GPU, but {path} fixes fp16.enabled="
                           f"{flags[0]}, bf16.enabled={flags[1]}; set " + (f"precision={want}, or " if want else "")
                           + "write \"auto\" for both in the ds config")

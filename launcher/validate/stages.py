@@ -6,7 +6,7 @@ from typing import Any, Iterator, Optional
 from launcher import rewards
 from launcher.data.formats import ONLINE_STAGES
 from launcher.facts import Facts, RunRefFacts, is_local_path
-from launcher.plan import plan_batch
+from launcher.topology import plan_batch
 from launcher.schema import StageConfig
 from launcher.validate.problem import Problem, show
 from launcher.validate.runs import PEFT_TYPES, check_same_base

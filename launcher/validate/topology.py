@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from launcher.facts import Facts
-from launcher.plan import pick_backend
+from launcher.topology import pick_backend, world_size
 from launcher.schema import BackendType, ClusterType, Device
 from launcher.validate.problem import Problem
 
@@ -20,7 +20,7 @@ def check_topology(cfg: Any, facts: Facts) -> Iterator[Problem]:
         yield from _check_local_nodes(cfg, facts)
     elif cfg.nodes == 1 and cfg.node_rank != 0:
         yield Problem("node_rank", cfg.node_rank, "must be 0 with nodes=1")
-    if cfg.backend.name == BackendType.single and cfg.gpus * cfg.nodes > 1:
+    if cfg.backend.name == BackendType.single and world_size(cfg) > 1:
         yield Problem("backend", cfg.backend.name, f"runs one process but gpus={cfg.gpus} x nodes={cfg.nodes} "
                       "asks for more; use backend=torchrun (or auto), or gpus=1")
     # On Slurm the GPUs are the allocation's, not this (login) node's.
@@ -72,7 +72,7 @@ def _nearest_multiples(value: int, step: int) -> list[int]:
 
 def check_batch(cfg: Any) -> Iterator[Problem]:
     t = cfg.train
-    world = cfg.gpus * cfg.nodes
+    world = world_size(cfg)
     if cfg.global_batch_size is None or world < 1 or t.per_device_train_batch_size < 1:
         return
     step = t.per_device_train_batch_size * world

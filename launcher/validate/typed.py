@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from launcher.facts import Facts
 from launcher.schema import ClusterType, Device, LoggerConfig
+from launcher.topology import world_size
 from launcher.validate.problem import Problem, show
 
 #: the adapters that read each adapter.* key (another adapter ignores it)
@@ -69,7 +70,7 @@ def _check_batch_keys(cfg: Any, typed: frozenset[str]) -> Iterator[Problem]:
     if not ({accum, "global_batch_size"} <= typed) or cfg.global_batch_size is None:
         return
     t = cfg.train
-    world = cfg.gpus * cfg.nodes
+    world = world_size(cfg)
     if t.per_device_train_batch_size * t.gradient_accumulation_steps * world != cfg.global_batch_size:
         yield Problem("global_batch_size", cfg.global_batch_size, f"and {accum}={t.gradient_accumulation_steps} "
                       f"were both typed and disagree: {t.per_device_train_batch_size} x "

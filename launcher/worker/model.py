@@ -1,5 +1,6 @@
 """Tokenizer and base model (precision, attention kernel, RoPE scaling, quantization) from the resolved
-config; the adapter goes on in launcher/worker/adapters/. Used by the worker, launch-export and launch-chat.
+config; the adapter goes on in launcher/worker/adapters/. Used by the worker, launch-export and launch-chat
+(a finished run is opened by launcher.inference, which imports nothing from here).
 """
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ from typing import Any, Mapping, Optional
 
 import torch
 
+from launcher.inference import TrainedRun, open_run
+from launcher.precision import COMPUTE_DTYPES, DTYPE_NAMES, auto_precision
 from launcher.schema import split_list
 from launcher.worker.adapters import attach_adapter, load_adapter
 
 log = logging.getLogger(__name__)
 
-HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: dtype name a frozen model (reference, reward) loads in, per resolved precision
-FROZEN_DTYPES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "pure_bf16": "bf16"}
+#: weight dtype name -> torch dtype
+DTYPES = {name: getattr(torch, torch_name) for name, torch_name in DTYPE_NAMES.items()}
 
 
 def resolve_precision(name: str, device: str) -> str:
@@ -31,27 +32,13 @@ def resolve_precision(name: str, device: str) -> str:
     return auto_precision(name, device, native_bf16=native)
 
 
-def auto_precision(name: str, device: str, native_bf16: bool) -> str:
-    if name != "auto":
-        return name
-    if device == "cpu":
-        return "fp32"
-    return "bf16" if native_bf16 else "fp16"
-
-
-def trainer_precision(precision: str) -> dict[str, bool]:
-    """TrainingArguments' autocast flags. pure_bf16 needs none: its weights are bf16 already."""
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
-
-
 def load_dtype(precision: str, adapter: str) -> torch.dtype:
     """Weights' dtype at load. pure_bf16: bf16 throughout. Mixed precision: full fine-tuning keeps fp32
     master weights; otherwise the frozen part loads in the compute dtype and what trains is upcast to fp32
     after the adapter is attached (launcher.worker.adapters)."""
     if precision == "pure_bf16":
         return torch.bfloat16
-    half = HALF.get(precision)
-    return half if half is not None and adapter != "full" else torch.float32
+    return DTYPES[COMPUTE_DTYPES.get(precision, "fp32")] if adapter != "full" else torch.float32
 
 
 def quantization_kwargs(adapter: Any, precision: str) -> Optional[dict[str, Any]]:
@@ -61,7 +48,7 @@ def quantization_kwargs(adapter: Any, precision: str) -> Optional[dict[str, Any]
         return None
     if bits == 8:
         return {"load_in_8bit": True}
-    compute = {"bf16": "bfloat16", "pure_bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32")
+    compute = DTYPE_NAMES[COMPUTE_DTYPES.get(precision, "fp32")]
     return {"load_in_4bit": True, "bnb_4bit_quant_type": str(getattr(adapter.quantization_type, "value",
                                                                       adapter.quantization_type)),
             "bnb_4bit_use_double_quant": bool(adapter.double_quantization), "bnb_4bit_compute_dtype": compute}
@@ -176,15 +163,22 @@ def load_trained(cfg: Any, final_dir: Path, dtype: str, quantize: bool = False):
     return load_adapter(load_base(cfg, DTYPES[dtype], quantization=quantization), cfg, final_dir)
 
 
+def load_for_inference(trained: TrainedRun, dtype: str, quantize: bool = False):
+    """(tokenizer, model in eval mode) of a trained run, weights in dtype fp32, bf16 or fp16 (a quantized
+    base computes in it): what launch-export and launch-chat use."""
+    tokenizer = load_tokenizer(trained.cfg, str(trained.weights))
+    model = load_trained(trained.cfg, trained.weights, dtype, quantize=quantize)
+    return tokenizer, model.eval()
+
+
 def load_run_model(path: str, precision: str, *, dtype: Optional[str] = None):
     """An earlier run's trained model (a run dir, or its final/), frozen, LoRA merged: a reward model from an
     rm run, a reference model from any run. Weights in `dtype` (default: the frozen dtype for `precision`)."""
-    from launcher.inference import open_run
     from launcher.rundir import find_run_root
 
     trained = open_run(str(find_run_root(path)))
     with whole_on_this_rank():  # its LoRA is merged; the trainer partitions it under ZeRO-3
-        model = load_trained(trained.cfg, trained.weights, dtype or FROZEN_DTYPES[precision])
+        model = load_trained(trained.cfg, trained.weights, dtype or COMPUTE_DTYPES[precision])
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
     model.requires_grad_(False)
@@ -204,9 +198,9 @@ def load_reference(cfg: Any, precision: str):
     if ref and find_run_root(ref) is not None:
         return load_run_model(ref, precision)
     if ref:
-        model = load_base(cfg, DTYPES[FROZEN_DTYPES[precision]], path=ref)
+        model = load_base(cfg, DTYPES[COMPUTE_DTYPES[precision]], path=ref)
     elif adapter in ("full", "freeze") and not cfg.stage.precompute_ref_log_probs:
-        model = load_base(cfg, DTYPES[FROZEN_DTYPES[precision]])
+        model = load_base(cfg, DTYPES[COMPUTE_DTYPES[precision]])
     else:
         return None
     model.requires_grad_(False)

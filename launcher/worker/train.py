@@ -132,7 +132,7 @@ class Worker:
         """transformers TrainingArguments kwargs; every stage's config (TRL's *Config subclass it) takes them, so
         precision, device, logging and checkpoints behave the same in every stage. TRL's own defaults that
         differ (bf16 and gradient checkpointing on) are overridden here."""
-        from launcher.worker.model import trainer_precision
+        from launcher.precision import trainer_precision
 
         cfg, t = self.cfg, self.cfg.train
         return dict(

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from launcher.plan import plan_batch
+from launcher.topology import plan_batch
 from launcher.typed import settle_typed, typed_keys
 from launcher.validate import validate
 from tests.support import compose, facts, run_launch

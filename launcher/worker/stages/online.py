@@ -19,15 +19,16 @@ import torch
 from transformers import TrainerCallback
 
 from launcher import rewards
+from launcher.precision import COMPUTE_DTYPES, DTYPE_NAMES
 from launcher.rundir import RunDir, find_run_root
-from launcher.worker.model import FROZEN_DTYPES, load_reference, load_run_model
+from launcher.topology import world_size
+from launcher.worker.model import load_reference, load_run_model
 
 log = logging.getLogger(__name__)
 
 METRICS = {"ppo": ("objective/kl", "objective/scores", "objective/rlhf_reward", "kl_coef"),
            "grpo": ("reward", "reward_std", "kl", "completions/mean_length"),
            "rloo": ("reward", "reward_std", "kl", "completions/mean_length")}
-TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def generation_tokenizer(tokenizer):
@@ -149,7 +150,7 @@ def build_ppo(inputs):
         standardise_scores(reward, s.reward_model)
     ref = load_reference(cfg, inputs.precision)
     adapter_names = frozen_adapter_copy(inputs.model) if ref is None else {}
-    episodes = t.per_device_train_batch_size * t.gradient_accumulation_steps * cfg.gpus * cfg.nodes
+    episodes = t.per_device_train_batch_size * t.gradient_accumulation_steps * world_size(cfg)
     args = PPOConfig(**inputs.args, num_ppo_epochs=s.ppo_epochs, num_mini_batches=s.ppo_buffer_size,
                      whiten_rewards=s.ppo_whiten_rewards, response_length=s.max_completion_length,
                      temperature=s.temperature, stop_token="eos", num_sample_generations=0,
@@ -158,7 +159,7 @@ def build_ppo(inputs):
                      total_episodes=t.max_steps * episodes if t.max_steps > 0 else None,
                      # PPOConfig's own world_size field (None until the trainer sets it) hides TrainingArguments';
                      # with a ds config TrainingArguments multiplies by it before then
-                     world_size=cfg.gpus * cfg.nodes,
+                     world_size=world_size(cfg),
                      **({"kl_coef": s.kl_coef} if s.kl_coef is not None else {}), **adapter_names)
     callbacks = ([AdaptiveKLCallback(s.ppo_target, episodes)] if s.ppo_target else []) + inputs.callbacks
     return ppo_trainer(args=args, processing_class=generation_tokenizer(inputs.tokenizer), model=inputs.model,
@@ -181,7 +182,7 @@ def build_sampling(inputs):
         kwargs["beta"] = s.kl_coef
     beta = kwargs.get("beta", config.__dataclass_fields__["beta"].default)
     if beta and cfg.adapter.name.value in ("full", "freeze"):  # TRL loads the reference itself: frozen dtype
-        kwargs["model_init_kwargs"] = {"dtype": TORCH_DTYPE_NAMES[FROZEN_DTYPES[inputs.precision]],
+        kwargs["model_init_kwargs"] = {"dtype": DTYPE_NAMES[COMPUTE_DTYPES[inputs.precision]],
                                        "attn_implementation": cfg.model.attn.value}
     return trainer(model=inputs.model, reward_funcs=funcs, args=config(**kwargs), train_dataset=inputs.data.train,
                    processing_class=tokenizer, reward_processing_classes=[tokenizer] * len(funcs),
