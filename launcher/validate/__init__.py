@@ -13,6 +13,7 @@ from launcher.validate.ds import check_zero
 from launcher.validate.keys import check_schema, unknown_override_keys
 from launcher.validate.matrix import check_matrix
 from launcher.validate.modeldir import check_model_dir
+from launcher.validate.node import check_node
 from launcher.validate.model import check_adapter, check_adapter_paths, check_model, check_precision, check_quantization
 from launcher.validate.problem import Problem
 from launcher.validate.ranges import check_ranges
@@ -50,6 +51,7 @@ CHECKS: tuple[Callable[[Any, Facts], Iterable[Problem]], ...] = (
     check_matrix,
     check_precision,
     check_zero,
+    check_node,
     check_model,
     check_model_dir,
     check_adapter,
