@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable
 
 from launcher.facts import Facts
 from launcher.validate.data import check_data
+from launcher.validate.devices import check_visible_devices
 from launcher.validate.ds import check_zero
 from launcher.validate.keys import check_schema, unknown_override_keys
 from launcher.validate.matrix import check_matrix
@@ -52,6 +53,7 @@ CHECKS: tuple[Callable[[Any, Facts], Iterable[Problem]], ...] = (
     check_precision,
     check_zero,
     check_node,
+    check_visible_devices,
     check_model,
     check_model_dir,
     check_adapter,
