@@ -196,6 +196,8 @@ class Facts:
     #: logger=wandb with wandb_mode=online: a WANDB_API_KEY or a netrc entry for the wandb host exists
     #: (None: not needed); the value itself is never read into the facts
     wandb_credentials: Optional[bool] = None
+    #: the directory `launch` runs in (launch.sh cds there); "" = unknown
+    cwd: str = ""
 
 
 def is_local_path(name: str) -> bool:
@@ -609,6 +611,7 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
                                    transformers_version=package_version("transformers"))
         if model_dir and model_dir.config and configured_names(cfg.adapter) else None,
         template_tokens=tokenizer_holds(model, special_markers(str(cfg.data.template))) if model_dir else {},
+        cwd=os.getcwd(),
         wandb_credentials=has_wandb_credentials(env) if "wandb" in cfg.logger.report_to
         and cfg.logger.wandb_mode == "online" else None,
     )

@@ -282,9 +282,10 @@ def slurm_node_command(cfg: Any, facts: Facts, backend: str, nproc: int, run_dir
     rendezvous on the allocation's first host; node count, node rank and cores come from Slurm at run time."""
     node_env = {} if "OMP_NUM_THREADS" in env else \
         {"OMP_NUM_THREADS": f"$(( SLURM_CPUS_ON_NODE / {nproc} > 1 ? SLURM_CPUS_ON_NODE / {nproc} : 1 ))"}
+    py = cfg.cluster.python or facts.python  # a container's own interpreter (validate.container)
     if backend == "single":
-        return node_argvs(cfg, facts, backend, nproc, run_dir), node_env
-    return [(facts.python, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--master-port={PORT}",
+        return [(py, "-m", WORKER_MODULE, run_dir)], node_env
+    return [(py, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--master-port={PORT}",
              *TORCHRUN_ONE_ATTEMPT, "-m", WORKER_MODULE, run_dir)], {**SLURM_RENDEZVOUS, **node_env}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from launcher.facts import Facts
+from launcher.validate.container import check_container
 from launcher.validate.data import check_data
 from launcher.validate.devices import check_visible_devices
 from launcher.validate.ds import check_zero
@@ -66,4 +67,5 @@ CHECKS: tuple[Callable[[Any, Facts], Iterable[Problem]], ...] = (
     check_lock,
     check_logger,
     check_slurm,
+    check_container,
 )
