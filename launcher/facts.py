@@ -196,6 +196,8 @@ class Facts:
     #: logger=wandb with wandb_mode=online: a WANDB_API_KEY or a netrc entry for the wandb host exists
     #: (None: not needed); the value itself is never read into the facts
     wandb_credentials: Optional[bool] = None
+    #: the directory `launch` runs in (launch.sh cds there); "" = unknown
+    cwd: str = ""
 
 
 def is_local_path(name: str) -> bool:
@@ -600,7 +602,7 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
         host_memory_total=read_mem_total(),
         free_port=find_free_port(),
         deepspeed_version=package_version("deepspeed") if zero else None,
-        cxx_toolchain=bool((shutil.which("c++") or shutil.which("g++")) and shutil.which("ninja")),
+        cxx_toolchain=has_cxx_toolchain(),
         cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
         runs={p: scan_run_ref(str(p)) for p in run_refs(cfg)},
         model_dir=model_dir,
@@ -609,6 +611,28 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
                                    transformers_version=package_version("transformers"))
         if model_dir and model_dir.config and configured_names(cfg.adapter) else None,
         template_tokens=tokenizer_holds(model, special_markers(str(cfg.data.template))) if model_dir else {},
+        cwd=os.getcwd(),
         wandb_credentials=has_wandb_credentials(env) if "wandb" in cfg.logger.report_to
         and cfg.logger.wandb_mode == "online" else None,
     )
+
+
+def node_facts(cfg: Any, ds_config_path: Optional[str] = None) -> Facts:
+    """On the node a rank runs on (the worker, before the model loads): the facts launcher.validate.node judges.
+    ds_config_path: the ds config the worker hands the Trainer (the run dir's), read as cfg.zero.config."""
+    model = str(cfg.model.model_name_or_path)
+    zero = cfg.zero.name != "none"
+    return Facts(
+        hostname=socket.gethostname(),
+        packages=package_versions(),
+        host_memory_total=read_mem_total(),
+        cxx_toolchain=has_cxx_toolchain(),
+        ds_configs={cfg.zero.config: read_json_file(ds_config_path or cfg.zero.config)}
+        if zero and cfg.zero.config else {},
+        model_size=count_model_params(model) if zero and is_local_path(model) else None,
+    )
+
+
+def has_cxx_toolchain() -> bool:
+    """A C++ compiler and ninja on PATH: what DeepSpeed's JIT op builds need."""
+    return bool((shutil.which("c++") or shutil.which("g++")) and shutil.which("ninja"))

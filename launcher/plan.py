@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional
 
 from omegaconf import OmegaConf
 
+from launcher import visible_devices
 from launcher.facts import Facts
 from launcher.schema import BackendType, ClusterType, Device
 from launcher.topology import BatchPlan, pick_backend, plan_batch, procs_per_node
@@ -198,6 +199,14 @@ def worker_env(cfg: Any, facts: Facts, run_dir: str, nproc: int) -> dict[str, st
     return env
 
 
+def deepspeed_env(cfg: Any, facts: Facts, backend: str, nproc: int) -> dict[str, str]:
+    """UUID or MIG entries of CUDA_VISIBLE_DEVICES, which the deepspeed runner drops, for the ranks to restore."""
+    visible = visible_devices.entries(facts.cuda_visible_devices)
+    if backend != "deepspeed" or cfg.nodes != 1 or cfg.device != Device.cuda or visible_devices.are_indices(visible):
+        return {}
+    return {visible_devices.KEPT_ENV: ",".join(visible[:nproc])}
+
+
 def build_plan(cfg: Any, facts: Facts, run_dir: str) -> LaunchPlan:
     batch = plan_batch(cfg)
     backend = pick_backend(cfg)
@@ -207,7 +216,7 @@ def build_plan(cfg: Any, facts: Facts, run_dir: str) -> LaunchPlan:
         Rank(rank=n * nproc + i, node=n, local_rank=i, device=f"cuda:{i}" if device == Device.cuda else "cpu")
         for n in range(cfg.nodes) for i in range(nproc)
     )
-    env = worker_env(cfg, facts, run_dir, nproc)
+    env = {**worker_env(cfg, facts, run_dir, nproc), **deepspeed_env(cfg, facts, backend, nproc)}
     node_env: dict[str, str] = {}
     if cfg.cluster.name == ClusterType.slurm:
         argvs, node_env = slurm_node_command(cfg, facts, backend, nproc, run_dir, env)
@@ -241,9 +250,10 @@ def slurm_node_command(cfg: Any, facts: Facts, backend: str, nproc: int, run_dir
     rendezvous on the allocation's first host; node count, node rank and cores come from Slurm at run time."""
     node_env = {} if "OMP_NUM_THREADS" in env else \
         {"OMP_NUM_THREADS": f"$(( SLURM_CPUS_ON_NODE / {nproc} > 1 ? SLURM_CPUS_ON_NODE / {nproc} : 1 ))"}
+    py = cfg.cluster.python or facts.python  # a container's own interpreter (validate.container)
     if backend == "single":
-        return node_argvs(cfg, facts, backend, nproc, run_dir), node_env
-    return [torchrun_argv(facts.python, run_dir, f"--nproc-per-node={nproc}", f"--master-port={PORT}")], \
+        return [(py, "-m", WORKER_MODULE, run_dir)], node_env
+    return [torchrun_argv(py, run_dir, f"--nproc-per-node={nproc}", f"--master-port={PORT}")], \
         {**SLURM_RENDEZVOUS, **node_env}
 
 
@@ -267,9 +277,10 @@ def node_argvs(cfg: Any, facts: Facts, backend: str, nproc: int, run_dir: str) -
     # deepspeed: --no_local_rank, else it appends --local_rank=N to the worker's argv; --module runs it as -m.
     runner, tail = (py, "-m", "deepspeed.launcher.runner"), ("--no_local_rank", "--module", WORKER_MODULE, run_dir)
     if cfg.nodes == 1:
-        visible = [d.strip() for d in (facts.cuda_visible_devices or "").split(",") if d.strip()]
-        # Without --include the runner would renumber GPUs from 0 and ignore CUDA_VISIBLE_DEVICES.
-        slots = f"--include=localhost:{','.join(visible[:nproc])}" if cfg.device == Device.cuda and visible \
+        visible = visible_devices.entries(facts.cuda_visible_devices) if cfg.device == Device.cuda else []
+        # Without --include the runner would renumber GPUs from 0 and ignore CUDA_VISIBLE_DEVICES; it takes
+        # indices only: UUID/MIG entries reach the ranks through visible_devices.KEPT_ENV (deepspeed_env).
+        slots = f"--include=localhost:{','.join(visible[:nproc])}" if visible and visible_devices.are_indices(visible) \
             else f"--num_gpus={nproc}"
         return [(*runner, slots, f"--master_port={PORT}", *tail)]
     # Each node starts its own ranks (--no_ssh): no pdsh or passwordless ssh, and the same model as torchrun.

@@ -355,6 +355,9 @@ class ClusterConfig:
     setup: list[str] = field(default_factory=list)
     #: extra srun options, e.g. ["--container-image=nvcr.io#nvidia/pytorch:24.05-py3"] (pyxis)
     srun_args: list[str] = field(default_factory=list)
+    #: the interpreter launch.sh runs on the nodes (inside the container, with srun_args' --container-image,
+    #: apptainer or enroot), with this project installed; default: the one running `launch`
+    python: Optional[str] = None
     #: any other sbatch option, name -> value ("" for a flag): the escape hatch
     additional_parameters: dict[str, str] = field(default_factory=dict)
     #: warning signal before the time limit / preemption (NCCL may use USR1)

@@ -8,11 +8,14 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from launcher.facts import Facts
+from launcher.validate.container import check_container
 from launcher.validate.data import check_data
+from launcher.validate.devices import check_visible_devices
 from launcher.validate.ds import check_zero
 from launcher.validate.keys import check_schema, unknown_override_keys
 from launcher.validate.matrix import check_matrix
 from launcher.validate.modeldir import check_model_dir
+from launcher.validate.node import check_node
 from launcher.validate.model import check_adapter, check_adapter_paths, check_model, check_precision, check_quantization
 from launcher.validate.problem import Problem
 from launcher.validate.ranges import check_ranges
@@ -50,6 +53,8 @@ CHECKS: tuple[Callable[[Any, Facts], Iterable[Problem]], ...] = (
     check_matrix,
     check_precision,
     check_zero,
+    check_node,
+    check_visible_devices,
     check_model,
     check_model_dir,
     check_adapter,
@@ -62,4 +67,5 @@ CHECKS: tuple[Callable[[Any, Facts], Iterable[Problem]], ...] = (
     check_lock,
     check_logger,
     check_slurm,
+    check_container,
 )

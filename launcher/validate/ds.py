@@ -7,7 +7,6 @@ from launcher import zero
 from launcher.facts import Facts
 from launcher.precision import DEEPSPEED_FLAGS, resolved_precision
 from launcher.topology import plan_batch, world_size
-from launcher.schema import AdapterType
 from launcher.validate.problem import Problem
 
 
@@ -63,20 +62,8 @@ def _check_ds_values(cfg: Any, path: str, ds: dict) -> Iterator[Problem]:
 def _check_offload(cfg: Any, facts: Facts, ds: dict) -> Iterator[Problem]:
     if zero.offload_device(ds, "optimizer") == "none" and zero.offload_device(ds, "param") == "none":
         return
-    forced = ds.get("zero_force_ds_cpu_optimizer")
-    if forced is True and not facts.cxx_toolchain and "optimizer" not in ds:
-        yield Problem("zero.config", cfg.zero.config, "zero_force_ds_cpu_optimizer=true needs DeepSpeedCPUAdam, which "
-                      "needs a C++ compiler and ninja to build here; install them, or set it to false")
+    # the toolchain and the host memory it needs are the node's facts: launcher.validate.node
     if zero.uses_cpu_adam(ds, facts) and cfg.train.optim not in zero.CPU_ADAM_OPTIMS:
         yield Problem("train.optim", cfg.train.optim, "under optimizer offload accelerate swaps the optimizer for "
                       f"DeepSpeedCPUAdam; use train.optim={zero.CPU_ADAM_OPTIMS[0]}, or set "
                       "zero_force_ds_cpu_optimizer: false in the ds config to step it on the CPU")
-    est = zero.estimate(ds, zero.model_size(cfg, facts), cfg.gpus, cfg.nodes)
-    # DeepSpeed's estimate counts optimizer states for every parameter: only full fine-tuning is bound by it.
-    if cfg.adapter.name != AdapterType.full or est is None or not facts.host_memory_total:
-        return
-    if est.cpu_bytes_per_node > facts.host_memory_total:
-        yield Problem("zero", cfg.zero.name, f"offload needs about {est.cpu_bytes_per_node / zero.GIB:.1f} GiB of host "
-                      f"memory per node for {est.total_params / 1e9:.2f}B params (DeepSpeed's {est.function}) but "
-                      f"{facts.hostname} has {facts.host_memory_total / zero.GIB:.1f} GiB; use more nodes, a smaller "
-                      "model, adapter=lora, or keep the states on the GPUs (zero=3)", error=not cfg.dry_run)

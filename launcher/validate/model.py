@@ -52,13 +52,11 @@ def check_model(cfg: Any, facts: Facts) -> Iterator[Problem]:
 
 
 def _check_flash_attention(cfg: Any, facts: Facts) -> Iterator[Problem]:
+    # whether flash-attn is installed is the node's fact: launcher.validate.node
     key, value = "model.attn", cfg.model.attn
     if cfg.device == Device.cpu:
         yield Problem(key, value, "FlashAttention-2 runs on CUDA GPUs only; use model.attn=sdpa with device=cpu")
         return
-    if facts.packages.get("flash-attn") is None:
-        yield Problem(key, value, "the flash-attn package is not installed; `pip install flash-attn "
-                      "--no-build-isolation`, or use model.attn=sdpa", error=not cfg.dry_run)
     old = _pre_ampere(facts)
     if old:
         yield Problem(key, value, f"{old[0]} is not supported by FlashAttention-2 (Ampere or newer); "
@@ -117,13 +115,11 @@ def check_quantization(cfg: Any, facts: Facts) -> Iterator[Problem]:
         yield Problem("adapter.quantization_bit", bits, f"adapter={a.name.value} trains the base's weights, which "
                       "cannot be quantized; use adapter=qlora (or lora/prefix), or adapter.quantization_bit=null")
         return
+    # whether bitsandbytes is installed is the node's fact: launcher.validate.node
     if cfg.device == Device.cpu:
         fix = "use adapter=lora" if a.name == AdapterType.qlora else "set adapter.quantization_bit=null"
         yield Problem(key, value, "bitsandbytes quantization needs a CUDA GPU; on the CPU train the unquantized "
                       f"model: {fix} (with precision=fp32 or bf16), or run on a GPU with device=cuda")
-    elif facts.packages.get("bitsandbytes") is None:
-        yield Problem(key, value, "the bitsandbytes package is not installed; `pip install bitsandbytes`, or "
-                      "use adapter=lora", error=not cfg.dry_run)
     if len(split_list(a.adapter_name_or_path)) > (0 if a.create_new_adapter else 1):
         yield Problem("adapter.adapter_name_or_path", a.adapter_name_or_path, "adapters cannot be merged into a "
                       "quantized base; merge them first (launch-export), then quantize the export, or continue "

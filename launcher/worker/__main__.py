@@ -5,6 +5,7 @@ import argparse
 import ctypes
 import gc
 import logging
+import os
 import signal
 import sys
 
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="a run dir written by `launch` (config.yaml is read from it)")
     args = parser.parse_args(argv)
     _die_with_parent()
+    from launcher.visible_devices import restore
+
+    restore(os.environ)  # before torch sees CUDA: the devices the deepspeed runner replaced by indices
     # First, before the slow imports: a signal while loading ends the rank at once (nothing to save yet).
     from launcher.worker.signals import StopSignals
 

@@ -56,6 +56,9 @@ class Worker:
                  self.run.root)
         set_seed(cfg.seed)
         self.precision = resolve_precision(cfg.precision.name.value, cfg.device.value)
+        from launcher.worker.node import check_node
+
+        check_node(cfg, self.run, self.rank, self.local_rank, self.host)  # validate saw the launching host only
         if cfg.preflight:
             self.preflight_alone()
         # Before the model: with a ZeRO-3 ds config, TrainingArguments makes from_pretrained load each
