@@ -214,8 +214,9 @@ class StageConfig:
     top_k: int = allowed(0, ge=0, hint="0: no top-k")
     #: ppo: optimisation epochs over each batch of rollouts (TRL's num_ppo_epochs)
     ppo_epochs: int = allowed(4, ge=1, hint="default 4")
-    #: ppo: mini-batches each batch of rollouts is split into (TRL's num_mini_batches)
-    ppo_buffer_size: int = allowed(1, ge=1, hint="a count of mini-batches; default 1")
+    #: ppo: mini-batches each batch of rollouts is split into (TRL's num_mini_batches; LLaMA-Factory calls it
+    #: ppo_buffer_size, a name that misled, so typing it says so: validate/keys.py RENAMED)
+    ppo_num_mini_batches: int = allowed(1, ge=1, hint="a count of mini-batches; default 1")
     #: ppo: target KL for adaptive KL control (kl_coef adapts towards it); None = a fixed kl_coef
     ppo_target: Optional[float] = allowed(None, gt=0.0, hint="e.g. 6.0, or null for a fixed kl_coef")
     #: ppo: standardise scores with the reward model's statistics on its training pairs (recorded by the rm run)

@@ -11,7 +11,15 @@ from launcher.schema import LaunchConfig, schema_fields
 from launcher.validate.problem import Problem
 
 
+#: keys renamed because their old name misled: old dotted key -> (new dotted key, why)
+RENAMED = {"stage.ppo_buffer_size": ("stage.ppo_num_mini_batches", "it counts the mini-batches each batch of rollouts "
+                                     "is split into (TRL's num_mini_batches), not a buffer size")}
+
+
 def _unknown_key(key: str, value: Any) -> Problem | None:
+    if key in RENAMED:
+        new, why = RENAMED[key]
+        return Problem(key, value, f"renamed to {new}, since {why}; use {new}={value}")
     parent, _, leaf = key.rpartition(".")
     valid = schema_fields(parent)
     if valid is None or leaf in valid:

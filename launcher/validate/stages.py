@@ -22,7 +22,7 @@ STAGE_KEYS = {
     "kto_rejected_weight": ("kto",), "ref_model": ("dpo", "kto", "ppo"), "precompute_ref_log_probs": ("dpo", "kto"),
     "reward_model": ONLINE_STAGES, "reward_funcs": ("grpo", "rloo"), "kl_coef": ONLINE_STAGES,
     "num_generations": ("grpo", "rloo"), "max_completion_length": ONLINE_STAGES, "temperature": ONLINE_STAGES,
-    "top_p": ("grpo", "rloo"), "top_k": ("grpo", "rloo"), "ppo_epochs": ("ppo",), "ppo_buffer_size": ("ppo",),
+    "top_p": ("grpo", "rloo"), "top_k": ("grpo", "rloo"), "ppo_epochs": ("ppo",), "ppo_num_mini_batches": ("ppo",),
     "ppo_target": ("ppo",), "ppo_score_norm": ("ppo",), "ppo_whiten_rewards": ("ppo",),
 }
 
@@ -139,12 +139,12 @@ def _check_ppo(cfg: Any) -> Iterator[Problem]:
                       "kl_coef")
     batch = plan_batch(cfg)
     rollouts = batch.per_device_train_batch_size * batch.gradient_accumulation_steps
-    if s.ppo_buffer_size < 1 or rollouts % s.ppo_buffer_size:
-        yield Problem("stage.ppo_buffer_size", s.ppo_buffer_size, f"must divide the rollouts per rank "
+    if s.ppo_num_mini_batches < 1 or rollouts % s.ppo_num_mini_batches:
+        yield Problem("stage.ppo_num_mini_batches", s.ppo_num_mini_batches, f"must divide the rollouts per rank "
                       f"(per_device_train_batch_size x gradient_accumulation_steps = {rollouts}) into mini-batches")
-    elif s.ppo_whiten_rewards and rollouts // s.ppo_buffer_size < 8:
+    elif s.ppo_whiten_rewards and rollouts // s.ppo_num_mini_batches < 8:
         yield Problem("stage.ppo_whiten_rewards", True, f"whitening needs >= 8 rollouts per mini-batch and rank, "
-                      f"got {rollouts // s.ppo_buffer_size}; raise the batch or lower ppo_buffer_size")
+                      f"got {rollouts // s.ppo_num_mini_batches}; raise the batch or lower ppo_num_mini_batches")
 
 
 def _check_rm_run(cfg: Any, key: str, path: Optional[str], facts: Facts) -> Iterator[Problem]:

@@ -115,3 +115,11 @@ def test_multirun_dry_runs_each_job(tmp_path):
     assert r.stdout.count("# dry run") == 2
     made = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert len(made) == 1 and made[0].startswith("outputs/multirun/") and made[0].endswith("multirun.yaml")
+
+
+def test_a_renamed_key_names_its_new_name_through_the_cli(tmp_path):
+    r = run_launch("recipe=tiny_ppo_lora", "stage.ppo_buffer_size=2", f"output_dir={tmp_path}/run", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "stage.ppo_buffer_size=2: renamed to stage.ppo_num_mini_batches" in r.stderr
+    assert "use stage.ppo_num_mini_batches=2" in r.stderr
+    assert not (tmp_path / "run").exists()

@@ -138,7 +138,7 @@ def test_a_run_dir_given_for_an_adapter_points_at_its_final():
     (["recipe=tiny_grpo_lora", "stage.top_p=0"], "stage.top_p"),
     (["recipe=tiny_grpo_lora", "stage.temperature=0"], "stage.temperature"),
     (["recipe=tiny_grpo_lora", "stage.kl_coef=-0.1"], "stage.kl_coef"),
-    (["recipe=tiny_ppo_lora", f"stage.reward_model={RM_RUN}", "stage.ppo_buffer_size=3"], "stage.ppo_buffer_size"),
+    (["recipe=tiny_ppo_lora", f"stage.reward_model={RM_RUN}", "stage.ppo_num_mini_batches=3"], "stage.ppo_num_mini_batches"),
     (["recipe=tiny_ppo_lora", f"stage.reward_model={RM_RUN}", "stage.ppo_whiten_rewards=true"],
      "stage.ppo_whiten_rewards"),
     (["recipe=tiny_ppo_lora", f"stage.reward_model={RM_RUN}", "stage.ppo_target=0"], "stage.ppo_target"),

@@ -151,7 +151,7 @@ def build_ppo(inputs):
     ref = load_reference(cfg, inputs.precision)
     adapter_names = frozen_adapter_copy(inputs.model) if ref is None else {}
     episodes = t.per_device_train_batch_size * t.gradient_accumulation_steps * world_size(cfg)
-    args = PPOConfig(**inputs.args, num_ppo_epochs=s.ppo_epochs, num_mini_batches=s.ppo_buffer_size,
+    args = PPOConfig(**inputs.args, num_ppo_epochs=s.ppo_epochs, num_mini_batches=s.ppo_num_mini_batches,
                      whiten_rewards=s.ppo_whiten_rewards, response_length=s.max_completion_length,
                      temperature=s.temperature, stop_token="eos", num_sample_generations=0,
                      local_rollout_forward_batch_size=t.per_device_train_batch_size,
