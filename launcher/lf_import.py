@@ -46,8 +46,7 @@ DIRECT = {
     "streaming": "data.streaming", "buffer_size": "data.buffer_size", "packing": "data.packing",
     "train_on_prompt": "data.train_on_prompt", "mask_history": "data.mask_history",
     "pref_beta": "stage.dpo_beta", "pref_loss": "stage.dpo_loss", "pref_ftx": "stage.dpo_ftx",
-    "kto_chosen_weight": "stage.kto_chosen_weight", "kto_undesirable_weight": "stage.kto_rejected_weight",
-    "kto_desirable_weight": "stage.kto_chosen_weight", "kto_rejected_weight": "stage.kto_rejected_weight",
+    "kto_chosen_weight": "stage.kto_chosen_weight", "kto_rejected_weight": "stage.kto_rejected_weight",
     "ref_model": "stage.ref_model", "reward_model": "stage.reward_model",
     "ppo_buffer_size": "stage.ppo_num_mini_batches",  # it counts mini-batches (TRL's num_mini_batches)
     "ppo_epochs": "stage.ppo_epochs", "ppo_target": "stage.ppo_target", "ppo_score_norm": "stage.ppo_score_norm",
@@ -172,6 +171,11 @@ def translate(lf: dict) -> Mapping:
         m.lines.append(f"finetuning_type={ftype} -> adapter={ftype}")
     else:
         m.refuse("finetuning_type", ftype, "adapters are lora, freeze, full (and our qlora, prefix)")
+
+    if ftype == "lora" and "lora_target" not in rest:
+        # LLaMA-Factory's default is every linear layer; ours is the model group's (q_proj,v_proj)
+        groups.append("adapter.lora_target=all")
+        m.lines.append("lora_target (unset: LLaMA-Factory's default all) -> adapter.lora_target=all")
 
     bf16, fp16, pure = rest.pop("bf16", False), rest.pop("fp16", False), rest.pop("pure_bf16", False)
     precision = "pure_bf16" if pure else "bf16" if bf16 else "fp16" if fp16 else None

@@ -222,7 +222,7 @@ def test_qlora_ppo_pt_specific_keys(tmp_path):
     assert {"stage=ppo", "stage.ppo_num_mini_batches=2", "stage.max_completion_length=64", "stage.top_p=0.9",
             "stage.reward_model=saves/tiny/lora/reward"} <= set(p.overrides)
     t = translate(load_yaml(_write(tmp_path, PT)))
-    assert {"stage=pt", "precision=fp16", "logger=both", "data.packing=true",
+    assert {"stage=pt", "adapter.lora_target=all", "precision=fp16", "logger=both", "data.packing=true",
             "data.interleave_probs='0.5,0.5'"} <= set(t.overrides)
 
 
