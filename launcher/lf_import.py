@@ -177,11 +177,13 @@ def translate(lf: dict) -> Mapping:
         groups.append("adapter.lora_target=all")
         m.lines.append("lora_target (unset: LLaMA-Factory's default all) -> adapter.lora_target=all")
 
-    bf16, fp16, pure = rest.pop("bf16", False), rest.pop("fp16", False), rest.pop("pure_bf16", False)
-    precision = "pure_bf16" if pure else "bf16" if bf16 else "fp16" if fp16 else None
+    given = {k: rest.pop(k) for k in ("pure_bf16", "bf16", "fp16") if k in rest}
+    precision = next((k for k, v in given.items() if v), None)
     if precision:
         groups.append(f"precision={precision}")
-        m.lines.append(f"bf16={fmt(bf16)} fp16={fmt(fp16)} pure_bf16={fmt(pure)} -> precision={precision}")
+    if given:
+        m.lines.append(" ".join(f"{k}={show(v)}" for k, v in given.items())
+                       + (f" -> precision={precision}" if precision else " -> (our default, precision=auto)"))
 
     if "deepspeed" in rest:
         ds = rest.pop("deepspeed")
@@ -340,6 +342,8 @@ def expand_lf_args(args: list[str], echo: Callable[[str], None] = print) -> list
     ours = [a for a in args if not a.startswith("lf=")]
     # a group typed on the command line replaces the file's choice (Hydra refuses a group chosen twice)
     typed = {a.partition("=")[0].lstrip("+~") for a in ours}
+    if "zero" in typed:  # the file's zero.config belongs to its own zero choice
+        typed.add("zero.config")
     return [o for o in m.overrides if o.partition("=")[0] not in typed] + ours
 
 

@@ -264,6 +264,15 @@ def test_command_line_overrides_win_over_the_file(tmp_path):
     args = expand_lf_args([f"lf={path}", "adapter=full", "train.learning_rate=0.5"], echo=lambda _: None)
     cfg = compose(*args)
     assert cfg.adapter.name.value == "full" and cfg.train.learning_rate == 0.5 and cfg.train.warmup_ratio == 0.1
+    custom = _write(tmp_path, "stage: sft\ndeepspeed: my_ds.json\n", "ds.yaml")
+    cfg = compose(*expand_lf_args([f"lf={custom}", "zero=2"], echo=lambda _: None))
+    assert cfg.zero.name == "2" and cfg.zero.config.endswith("ds_z2_config.json")
+
+
+def test_precision_keys_one_line_even_when_all_false():
+    m = translate({"bf16": False, "fp16": False})
+    assert m.lines[-1] == "bf16=false fp16=false -> (our default, precision=auto)"
+    assert not any(o.startswith("precision=") for o in m.overrides)
 
 
 def test_launch_lf_dry_run_prints_the_mapping(tmp_path):
