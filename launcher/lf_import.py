@@ -67,6 +67,17 @@ DIRECT = {
 }
 DIRECT = {k: v for k, v in DIRECT.items() if v}
 
+#: LLaMA-Factory's (and TrainingArguments') defaults that differ from ours, applied when the file leaves the key
+#: out, and for which (stage, finetuning_type) they matter
+LF_DEFAULTS: dict[str, tuple[Any, Callable[[str, str], bool]]] = {
+    "lora_target": ("all", lambda stage, ftype: ftype == "lora"),
+    "cutoff_len": (2048, lambda stage, ftype: True),
+    "per_device_train_batch_size": (8, lambda stage, ftype: True),
+    "lr_scheduler_type": ("linear", lambda stage, ftype: True),
+    "logging_steps": (500, lambda stage, ftype: True),
+    "ppo_target": (6.0, lambda stage, ftype: stage == "ppo"),
+}
+
 #: LLaMA-Factory flash_attn -> our model.attn (auto keeps our default, sdpa)
 ATTN = {"fa2": "flash_attention_2", "sdpa": "sdpa", "disabled": "eager"}
 #: LLaMA-Factory pref_loss values TRL's DPO trains as such
@@ -172,10 +183,10 @@ def translate(lf: dict) -> Mapping:
     else:
         m.refuse("finetuning_type", ftype, "adapters are lora, freeze, full (and our qlora, prefix)")
 
-    if ftype == "lora" and "lora_target" not in rest:
-        # LLaMA-Factory's default is every linear layer; ours is the model group's (q_proj,v_proj)
-        groups.append("adapter.lora_target=all")
-        m.lines.append("lora_target (unset: LLaMA-Factory's default all) -> adapter.lora_target=all")
+    # a key the file leaves out means LLaMA-Factory's default, where it differs from ours
+    defaulted = [k for k, (value, applies) in LF_DEFAULTS.items()
+                 if k not in rest and applies(stage, ftype)]
+    rest.update({k: LF_DEFAULTS[k][0] for k in defaulted})
 
     given = {k: rest.pop(k) for k in ("pure_bf16", "bf16", "fp16") if k in rest}
     precision = next((k for k, v in given.items() if v), None)
@@ -229,6 +240,8 @@ def translate(lf: dict) -> Mapping:
         if key in rest:
             value = rest.pop(key)
             if key == "neat_packing" and value:
+                if "packing" in rest:  # neat packing packs whatever `packing` says
+                    m.noop("packing", rest.pop("packing"), "see neat_packing")
                 m.add(key, value, "data.packing=true")
             elif key == "neat_packing":
                 m.noop(key, value, "see packing")
@@ -264,6 +277,8 @@ def translate(lf: dict) -> Mapping:
             m.refuse(key, value, "no equivalent in launcher")
 
     m.overrides[:0] = groups
+    m.lines = [line + "  (unset: LLaMA-Factory's default)" if line.partition("=")[0] in defaulted else line
+               for line in m.lines]
     return m
 
 

@@ -269,9 +269,19 @@ def test_command_line_overrides_win_over_the_file(tmp_path):
     assert cfg.zero.name == "2" and cfg.zero.config.endswith("ds_z2_config.json")
 
 
+def test_keys_left_out_take_llama_factory_defaults_where_ours_differ():
+    m = translate({"stage": "ppo", "finetuning_type": "lora", "dataset": "alpaca_demo"})
+    assert {"adapter.lora_target=all", "data.cutoff_len=2048", "train.per_device_train_batch_size=8",
+            "train.lr_scheduler_type=linear", "train.logging_steps=500", "stage.ppo_target=6.0"} <= set(m.overrides)
+    assert "cutoff_len=2048 -> data.cutoff_len=2048  (unset: LLaMA-Factory's default)" in m.lines
+    full = translate({"stage": "sft", "finetuning_type": "full", "packing": False, "neat_packing": True})
+    assert not any(o.startswith(("adapter.lora_target", "stage.ppo_target")) for o in full.overrides)
+    assert "data.packing=true" in full.overrides and "data.packing=false" not in full.overrides
+
+
 def test_precision_keys_one_line_even_when_all_false():
     m = translate({"bf16": False, "fp16": False})
-    assert m.lines[-1] == "bf16=false fp16=false -> (our default, precision=auto)"
+    assert "bf16=false fp16=false -> (our default, precision=auto)" in m.lines
     assert not any(o.startswith("precision=") for o in m.overrides)
 
 
