@@ -2,7 +2,6 @@
 are refused in one list, and the written recipe composes to the same config as the overrides."""
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
