@@ -114,7 +114,7 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?(?:[eE][-+]?\d+)$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$"
+    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)[eE][-+]?\d+$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$"
                r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
     list("-+0123456789."))
 
@@ -151,12 +151,12 @@ def _set(key: str, value: Any) -> str:
     return f"{key}={fmt(value)}"
 
 
-def _flag(m: Mapping, key: str, value: Any, when_true: Optional[str], when_false: Optional[str], ok: Any) -> None:
-    """A boolean LLaMA-Factory key we only accept at the value(s) we behave like."""
+def _flag(m: Mapping, key: str, value: Any, ok: bool, why_ok: str, why_not: str) -> None:
+    """A boolean LLaMA-Factory key we accept only at the value we behave like."""
     if bool(value) == ok:
-        m.noop(key, value, when_true if value else when_false)
+        m.noop(key, value, why_ok)
     else:
-        m.refuse(key, value, (when_false if value else when_true) or "not supported")
+        m.refuse(key, value, why_not)
 
 
 def translate(lf: dict) -> Mapping:
@@ -228,25 +228,21 @@ def translate(lf: dict) -> Mapping:
         else:
             m.refuse("flash_attn", value, "values are auto, fa2, sdpa, disabled")
 
-    # keys accepted at the values we behave like, refused otherwise
+    # keys accepted at the value we behave like, refused otherwise
     for key, ok, why_ok, why_not in (
             ("do_train", True, "launch trains", "launch always trains (do_predict/do_eval runs: not supported)"),
-            ("plot_loss", True, "training_loss.png is written at the end of every run",
-             "the loss plot is always written"),
             ("save_only_model", False, "checkpoints keep the optimizer state, so runs resume",
-             "checkpoints always keep the optimizer state (resume needs it)"),
-            ("neat_packing", True, "our data.packing is neat: each example attends only to itself",
-             "packing without neat attention is not supported")):
+             "checkpoints always keep the optimizer state (resume needs it)")):
         if key in rest:
-            value = rest.pop(key)
-            if key == "neat_packing" and value:
-                if "packing" in rest:  # neat packing packs whatever `packing` says
-                    m.noop("packing", rest.pop("packing"), "see neat_packing")
-                m.add(key, value, "data.packing=true")
-            elif key == "neat_packing":
-                m.noop(key, value, "see packing")
-            else:
-                _flag(m, key, value, why_ok, why_not, ok)
+            _flag(m, key, rest.pop(key), ok, why_ok, why_not)
+    if "plot_loss" in rest:  # shown either way: the plot is not optional here
+        m.noop("plot_loss", rest.pop("plot_loss"), "training_loss.png is written at the end of every run")
+    if rest.get("neat_packing"):
+        if "packing" in rest:  # neat packing packs whatever `packing` says
+            m.noop("packing", rest.pop("packing"), "see neat_packing")
+        m.add("neat_packing", rest.pop("neat_packing"), "data.packing=true")
+    elif "neat_packing" in rest:
+        m.noop("neat_packing", rest.pop("neat_packing"), "see packing; our packing is always neat")
 
     if "quantization_method" in rest:
         value = rest.pop("quantization_method")

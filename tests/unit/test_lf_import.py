@@ -202,8 +202,8 @@ def test_lora_sft_maps_every_key(tmp_path):
 
 
 def test_yaml_exponent_without_dot_is_a_number(tmp_path):
-    assert load_yaml(_write(tmp_path, "learning_rate: 2e-5\nlr2: 1.0e-4\nname: 1e-x\n")) == \
-        {"learning_rate": 2e-5, "lr2": 1e-4, "name": "1e-x"}
+    assert load_yaml(_write(tmp_path, "learning_rate: 2e-5\nlr2: 1.0e-4\nname: 1e-x\nb: .e5\nc: -3E+2\n")) == \
+        {"learning_rate": 2e-5, "lr2": 1e-4, "name": "1e-x", "b": ".e5", "c": -300.0}
 
 
 def test_deepspeed_example_file_is_our_zero_group_other_file_is_custom(tmp_path):
@@ -228,9 +228,10 @@ def test_qlora_ppo_pt_specific_keys(tmp_path):
 def test_unsupported_keys_are_all_listed():
     m = translate({"stage": "sft", "finetuning_type": "oft", "pref_loss": "orpo", "quantization_method": "hqq",
                    "resume_from_checkpoint": "saves/x/checkpoint-100", "save_only_model": True,
-                   "enable_liger_kernel": True, "use_badam": True, "learning_rate": 1e-4})
+                   "enable_liger_kernel": True, "use_badam": True, "learning_rate": 1e-4, "do_train": False,
+                   "plot_loss": False})
     keys = sorted(u.split("=")[0] for u in m.unsupported)
-    assert keys == ["enable_liger_kernel", "finetuning_type", "pref_loss", "quantization_method",
+    assert keys == ["do_train", "enable_liger_kernel", "finetuning_type", "pref_loss", "quantization_method",
                     "resume_from_checkpoint", "save_only_model", "use_badam"]
 
 
