@@ -24,6 +24,7 @@ from launcher import PROJECT_ROOT, runlock, schema
 from launcher.backends.slurm import PendingArray, finish_sweep, script_for, submit_runs
 from launcher.exitcodes import EXIT_USAGE
 from launcher.facts import Facts, gather_facts, read_config, read_lock
+from launcher.lf_import import expand_lf_args
 from launcher.plan import LaunchPlan, build_plan
 from launcher.rundir import RunDir, append_event, clear_run_dir, new_run_dir, write_attempt, write_run_dir
 from launcher.secrets import env_indirect, redact, redact_config
@@ -267,7 +268,7 @@ def quote_numeric_choices(args: Sequence[str]) -> list[str]:
 
 
 def main() -> None:
-    sys.argv[1:] = quote_numeric_choices(sys.argv[1:])
+    sys.argv[1:] = quote_numeric_choices(expand_lf_args(sys.argv[1:]))
     unknown = unknown_override_keys(sys.argv[1:])
     if unknown:
         for p in unknown:

@@ -389,6 +389,8 @@ class TrainConfig:
     max_steps: int = allowed(-1, ge=1, also=(-1,), hint="-1 trains num_train_epochs")
     lr_scheduler_type: str = allowed("cosine", choices=LR_SCHEDULERS, hint="e.g. cosine")
     warmup_steps: int = allowed(0, ge=0, hint="optimizer steps; 0: no warmup")
+    #: warmup as a fraction of the total steps (LLaMA-Factory's warmup_ratio); > 0 wins over warmup_steps
+    warmup_ratio: float = allowed(0.0, ge=0.0, lt=1.0, hint="e.g. 0.1; 0: use warmup_steps")
     weight_decay: float = allowed(0.0, ge=0.0, hint="e.g. 0.0 or 0.01")
     #: 0 = no clipping
     max_grad_norm: float = allowed(1.0, ge=0.0, hint="e.g. 1.0; 0 turns clipping off")

@@ -143,8 +143,10 @@ class Worker:
             per_device_train_batch_size=t.per_device_train_batch_size,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
             learning_rate=t.learning_rate, num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
-            lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
+            lr_scheduler_type=t.lr_scheduler_type, weight_decay=t.weight_decay,
             max_grad_norm=t.max_grad_norm, optim=t.optim,
+            # transformers reads a float in (0, 1) as a fraction of the total steps
+            warmup_steps=t.warmup_ratio or t.warmup_steps,
             logging_steps=t.logging_steps, logging_first_step=True,
             eval_strategy=t.eval_strategy, eval_steps=t.eval_steps,
             per_device_eval_batch_size=t.per_device_eval_batch_size,

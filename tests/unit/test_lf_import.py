@@ -1,0 +1,307 @@
+"""LLaMA-Factory import: yamls in the style of LLaMA-Factory's examples/ map onto our overrides, unsupported keys
+are refused in one list, and the written recipe composes to the same config as the overrides."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import OmegaConf
+
+from launcher import PROJECT_ROOT
+from launcher.cli import quote_numeric_choices
+from launcher.lf_import import load_yaml, recipe_text, translate
+from tests.support import TINY_MODEL, compose, run_launch, run_module
+
+LORA_SFT = f"""\
+### model
+model_name_or_path: {TINY_MODEL}
+trust_remote_code: true
+
+### method
+stage: sft
+do_train: true
+finetuning_type: lora
+lora_rank: 8
+lora_alpha: 16
+lora_dropout: 0.05
+lora_target: q_proj,v_proj
+
+### dataset
+dataset: alpaca_demo
+dataset_dir: {PROJECT_ROOT}/data
+template: llama3
+cutoff_len: 256
+max_samples: 64
+overwrite_cache: true
+preprocessing_num_workers: 2
+dataloader_num_workers: 0
+
+### output
+output_dir: saves/tiny/lora/sft
+logging_steps: 10
+save_steps: 500
+plot_loss: true
+overwrite_output_dir: true
+save_only_model: false
+report_to: none  # choices: [none, wandb, tensorboard, swanlab, mlflow]
+
+### train
+per_device_train_batch_size: 1
+gradient_accumulation_steps: 8
+learning_rate: 1e-4
+num_train_epochs: 3.0
+lr_scheduler_type: cosine
+warmup_ratio: 0.1
+bf16: true
+ddp_timeout: 180000000
+resume_from_checkpoint: null
+
+### eval
+val_size: 0.1
+per_device_eval_batch_size: 1
+eval_strategy: steps
+eval_steps: 500
+"""
+
+FULL_DS_Z3 = f"""\
+model_name_or_path: {TINY_MODEL}
+stage: sft
+do_train: true
+finetuning_type: full
+deepspeed: examples/deepspeed/ds_z3_config.json
+dataset: alpaca_demo
+template: llama3
+cutoff_len: 256
+output_dir: saves/tiny/full/sft
+per_device_train_batch_size: 1
+gradient_accumulation_steps: 2
+learning_rate: 1.0e-5
+num_train_epochs: 3.0
+lr_scheduler_type: cosine
+warmup_ratio: 0.1
+bf16: true
+"""
+
+FREEZE = f"""\
+model_name_or_path: {TINY_MODEL}
+stage: sft
+do_train: true
+finetuning_type: freeze
+freeze_trainable_layers: 1
+freeze_trainable_modules: all
+dataset: alpaca_demo
+output_dir: saves/tiny/freeze/sft
+learning_rate: 1.0e-4
+"""
+
+QLORA = f"""\
+model_name_or_path: {TINY_MODEL}
+quantization_bit: 4
+quantization_method: bnb
+double_quantization: false
+stage: sft
+do_train: true
+finetuning_type: lora
+lora_rank: 16
+lora_target: all
+use_rslora: true
+use_dora: false
+additional_target: embed_tokens
+dataset: alpaca_demo
+learning_rate: 2e-4
+flash_attn: sdpa
+rope_scaling: linear
+"""
+
+DPO = f"""\
+model_name_or_path: {TINY_MODEL}
+stage: dpo
+do_train: true
+finetuning_type: lora
+lora_target: all
+pref_beta: 0.1
+pref_loss: sigmoid  # choices: [sigmoid (dpo), orpo, simpo]
+pref_ftx: 0.5
+dataset: dpo_demo
+learning_rate: 5.0e-6
+adapter_name_or_path: saves/tiny/lora/sft
+create_new_adapter: true
+"""
+
+KTO = f"""\
+model_name_or_path: {TINY_MODEL}
+stage: kto
+do_train: true
+finetuning_type: lora
+pref_beta: 0.2
+kto_chosen_weight: 1.5
+kto_rejected_weight: 0.5
+dataset: polite_kto_demo
+learning_rate: 5.0e-6
+"""
+
+PPO = f"""\
+model_name_or_path: {TINY_MODEL}
+reward_model: saves/tiny/lora/reward
+reward_model_type: lora
+stage: ppo
+do_train: true
+finetuning_type: lora
+lora_target: all
+dataset: alpaca_demo
+ppo_buffer_size: 2
+ppo_epochs: 2
+ppo_score_norm: true
+ppo_whiten_rewards: true
+ppo_target: 6.0
+max_new_tokens: 64
+top_k: 0
+top_p: 0.9
+learning_rate: 1.0e-5
+"""
+
+PT = f"""\
+model_name_or_path: {TINY_MODEL}
+stage: pt
+do_train: true
+finetuning_type: lora
+dataset: c4_demo
+packing: true
+neat_packing: true
+mix_strategy: interleave_under
+interleave_probs: 0.5,0.5
+streaming: false
+buffer_size: 128
+fp16: true
+report_to: [tensorboard, wandb]
+"""
+
+EXAMPLES = {"lora_sft": LORA_SFT, "full_ds_z3": FULL_DS_Z3, "freeze": FREEZE, "qlora": QLORA, "dpo": DPO,
+            "kto": KTO, "ppo": PPO, "pt": PT}
+
+
+def _write(tmp_path: Path, text: str, name: str = "train.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_lora_sft_maps_every_key(tmp_path):
+    m = translate(load_yaml(_write(tmp_path, LORA_SFT)))
+    assert m.unsupported == []
+    assert m.overrides[:4] == ["stage=sft", "adapter=lora", "precision=bf16", "logger=none"]
+    for o in ("adapter.lora_target='q_proj,v_proj'", "train.learning_rate=0.0001", "train.warmup_ratio=0.1",
+              "train.ddp_timeout=180000000", "data.val_size=0.1", "train.eval_strategy=steps",
+              "output_dir=saves/tiny/lora/sft", "overwrite_output_dir=true", "model.template=llama3"):
+        assert o in m.overrides
+    # one line per key of the file (bf16 on the precision line), none silently dropped
+    assert len(m.lines) == len(load_yaml(tmp_path / "train.yaml"))
+    assert "learning_rate=0.0001 -> train.learning_rate=0.0001" in m.lines
+
+
+def test_yaml_exponent_without_dot_is_a_number(tmp_path):
+    assert load_yaml(_write(tmp_path, "learning_rate: 2e-5\nlr2: 1.0e-4\nname: 1e-x\nb: .e5\nc: -3E+2\n")) == \
+        {"learning_rate": 2e-5, "lr2": 1e-4, "name": "1e-x", "b": ".e5", "c": -300.0}
+
+
+def test_deepspeed_example_file_is_our_zero_group_other_file_is_custom(tmp_path):
+    assert "zero=3" in translate(load_yaml(_write(tmp_path, FULL_DS_Z3))).overrides
+    m = translate({"deepspeed": "my/ds.json"})
+    assert {"zero=custom", "zero.config=my/ds.json"} <= set(m.overrides)
+    assert "deepspeed=my/ds.json -> zero=custom zero.config=my/ds.json" in m.lines
+
+
+def test_qlora_ppo_pt_specific_keys(tmp_path):
+    q = translate(load_yaml(_write(tmp_path, QLORA)))
+    assert {"adapter=qlora", "adapter.quantization_bit=4", "adapter.double_quantization=false",
+            "adapter.use_rslora=true", "model.attn=sdpa", "model.rope_scaling=linear"} <= set(q.overrides)
+    p = translate(load_yaml(_write(tmp_path, PPO)))
+    assert {"stage=ppo", "stage.ppo_num_mini_batches=2", "stage.max_completion_length=64", "stage.top_p=0.9",
+            "stage.reward_model=saves/tiny/lora/reward"} <= set(p.overrides)
+    t = translate(load_yaml(_write(tmp_path, PT)))
+    assert {"stage=pt", "adapter.lora_target=all", "precision=fp16", "logger=both", "data.packing=true",
+            "data.interleave_probs='0.5,0.5'"} <= set(t.overrides)
+
+
+def test_unsupported_keys_are_all_listed():
+    m = translate({"stage": "sft", "finetuning_type": "oft", "pref_loss": "orpo", "quantization_method": "hqq",
+                   "resume_from_checkpoint": "saves/x/checkpoint-100", "save_only_model": True,
+                   "enable_liger_kernel": True, "use_badam": True, "learning_rate": 1e-4, "do_train": False,
+                   "plot_loss": False})
+    keys = sorted(u.split("=")[0] for u in m.unsupported)
+    assert keys == ["do_train", "enable_liger_kernel", "finetuning_type", "pref_loss", "quantization_method",
+                    "resume_from_checkpoint", "save_only_model", "use_badam"]
+
+
+def _compose_recipe(recipe_dir: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="launch", overrides=quote_numeric_choices(
+            [f"hydra.searchpath=[file://{recipe_dir}]", "recipe=lf_imported", *overrides]))
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_overrides_and_written_recipe_compose_to_the_same_config(tmp_path, name):
+    m = translate(load_yaml(_write(tmp_path, EXAMPLES[name])))
+    assert m.unsupported == []
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "lf_imported.yaml").write_text(recipe_text(m, "train.yaml"))
+    from_overrides = OmegaConf.to_container(compose(*m.overrides), resolve=True)
+    from_recipe = OmegaConf.to_container(_compose_recipe(tmp_path), resolve=True)
+    for key in ("model", "stage", "adapter", "precision", "data", "zero", "logger", "train", "output_dir",
+                "overwrite_output_dir"):
+        assert from_overrides[key] == from_recipe[key], key
+    lf = load_yaml(tmp_path / "train.yaml")
+    assert from_recipe["train"]["learning_rate"] == lf.get("learning_rate", 5e-5)
+    assert from_recipe["model"]["model_name_or_path"] == lf["model_name_or_path"]
+
+
+def test_command_line_overrides_win_over_the_file(tmp_path):
+    from launcher.lf_import import expand_lf_args
+
+    path = _write(tmp_path, LORA_SFT)
+    args = expand_lf_args([f"lf={path}", "adapter=full", "train.learning_rate=0.5"], echo=lambda _: None)
+    cfg = compose(*args)
+    assert cfg.adapter.name.value == "full" and cfg.train.learning_rate == 0.5 and cfg.train.warmup_ratio == 0.1
+    custom = _write(tmp_path, "stage: sft\ndeepspeed: my_ds.json\n", "ds.yaml")
+    cfg = compose(*expand_lf_args([f"lf={custom}", "zero=2"], echo=lambda _: None))
+    assert cfg.zero.name == "2" and cfg.zero.config.endswith("ds_z2_config.json")
+
+
+def test_keys_left_out_take_llama_factory_defaults_where_ours_differ():
+    m = translate({"stage": "ppo", "finetuning_type": "lora", "dataset": "alpaca_demo"})
+    assert {"adapter.lora_target=all", "data.cutoff_len=2048", "train.per_device_train_batch_size=8",
+            "train.lr_scheduler_type=linear", "train.logging_steps=500", "stage.ppo_target=6.0"} <= set(m.overrides)
+    assert "cutoff_len=2048 -> data.cutoff_len=2048  (unset: LLaMA-Factory's default)" in m.lines
+    full = translate({"stage": "sft", "finetuning_type": "full", "packing": False, "neat_packing": True})
+    assert not any(o.startswith(("adapter.lora_target", "stage.ppo_target")) for o in full.overrides)
+    assert "data.packing=true" in full.overrides and "data.packing=false" not in full.overrides
+
+
+def test_precision_keys_one_line_even_when_all_false():
+    m = translate({"bf16": False, "fp16": False})
+    assert "bf16=false fp16=false -> (our default, precision=auto)" in m.lines
+    assert not any(o.startswith("precision=") for o in m.overrides)
+
+
+def test_launch_lf_dry_run_prints_the_mapping(tmp_path):
+    path = _write(tmp_path, LORA_SFT.replace("bf16: true", "bf16: false").replace("save_steps: 500",
+                                                                                    "save_steps: 5"))
+    # llama3's template needs tokens the tiny tokenizer lacks: our override after lf= wins
+    r = run_launch(f"lf={path}", "device=cpu", "gpus=2", "dry_run=true", f"output_dir={tmp_path / 'run'}",
+                   "model.template=auto", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "lora_target=q_proj,v_proj -> adapter.lora_target='q_proj,v_proj'" in r.stdout
+    assert "learning_rate=0.0001 -> train.learning_rate=0.0001" in r.stdout
+
+
+def test_launch_lf_unsupported_keys_exit_2_nothing_written(tmp_path):
+    path = _write(tmp_path, LORA_SFT + "use_galore: true\nenable_liger_kernel: true\n")
+    r = run_launch(f"lf={path}", "device=cpu", f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "use_galore=true" in r.stderr and "enable_liger_kernel=true" in r.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "outputs").exists()
+    out = tmp_path / "recipes" / "x.yaml"
+    r = run_module("launcher.lf_import", str(path), "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 2 and "use_galore" in r.stderr and not out.exists()
