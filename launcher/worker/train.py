@@ -217,6 +217,7 @@ class Worker:
             self.tokenizer.save_pretrained(str(self.run.final))
             self.write_summary(trainer, result, metrics.history, resume, evaluation, stage.METRICS[stage_name], extra,
                                memory)
+            self.plot(stage.METRICS[stage_name])
 
     def resume_from(self, stage_name: str) -> Path | None:
         """The newest complete checkpoint, when resume=true/auto or a restart/requeue (LAUNCHER_RESUME=1) asks
@@ -309,6 +310,18 @@ class Worker:
         }
         self.run.summary.write_text(json.dumps(summary, indent=2) + "\n")
         log.info("summary: %s", json.dumps(summary))
+
+    def plot(self, stage_metrics: tuple[str, ...]) -> None:
+        """training_loss.png, eval_loss.png and the stage's metrics in the run dir; a plot that fails is a warning:
+        the run itself finished."""
+        from launcher.plot import plot_run
+
+        try:
+            written = plot_run(self.run.root, stage_metrics)
+        except Exception as e:  # noqa: BLE001
+            log.warning("plots not written (%s: %s); `launch-plot %s` tries again", type(e).__name__, e, self.run.root)
+            return
+        log.info("plots: %s", ", ".join(p.name for p in written))
 
     def cleanup(self) -> None:
         import torch.distributed as dist

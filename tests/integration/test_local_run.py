@@ -36,8 +36,9 @@ def test_demo_exits_0_and_writes_the_run_dir(demo):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for name in ("config.yaml", "overrides.yaml", "plan.json", "launch.sh", "env.json", "metrics.jsonl",
                  "summary.json", "logs/rank0.log", "logs/rank1.log", "final/adapter_model.safetensors",
-                 "final/tokenizer.json"):
+                 "final/tokenizer.json", "training_loss.png"):
         assert (run / name).is_file(), name
+    assert (run / "training_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # rank 0 plots at the end
     env = json.loads((run / "env.json").read_text())
     assert env["packages"]["torch"] and env["packages"]["transformers"] and env["packages"]["hydra-core"]
     assert "sha" in env["git"] and "dirty" in env["git"]
