@@ -44,7 +44,8 @@ class Worker:
         self.signals = signals or StopSignals()
 
     def setup(self) -> None:
-        setup_rank_logging(self.run.rank_log(self.rank), self.rank)
+        setup_rank_logging(self.run.rank_log(self.rank), self.rank,
+                           uses_deepspeed=self.cfg.zero.name != "none" or self.cfg.backend.name.value == "deepspeed")
         from transformers import set_seed
 
         from launcher.worker.model import count_parameters, load_model, load_tokenizer, resolve_precision
@@ -176,6 +177,8 @@ class Worker:
         from launcher.worker.callbacks import AttemptBegins, MetricsCallback, PeakMemory, SaveResolvedDsConfig
         from launcher.worker.checkpointing import CompleteCheckpoints
         from launcher.worker.preempt import PreemptionCallback
+        from launcher.worker.progress import ProgressCallback
+        from transformers import PrinterCallback
         from launcher.worker.stages import StageInputs, stage_of
 
         stage_name = self.cfg.stage.name.value
@@ -196,6 +199,9 @@ class Worker:
         trainer = stage.build(inputs)
         if trainer.is_deepspeed_enabled:
             trainer.add_callback(SaveResolvedDsConfig(self.run.ds_config, trainer))
+        # our progress line (progress.py) instead of transformers' raw dicts (disable_tqdm: no tqdm bar either)
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(ProgressCallback())
         result = trainer.train(resume_from_checkpoint=str(resume)) if resume else trainer.train()
         stopped = preempt.stopped_at is not None
         if trainer.is_world_process_zero():
