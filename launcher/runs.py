@@ -18,7 +18,7 @@ from launcher.exitcodes import EXIT_INTERRUPTED, EXIT_USAGE
 from launcher.facts import read_config, read_lock
 from launcher.rundir import RunDir, read_events
 from launcher.validate.lock import lock_status
-from launcher.worker.history import metrics_rows
+from launcher.worker.history import clock, metrics_rows
 
 COLUMNS = ("name", "stage", "adapter", "status", "steps", "final loss", "wall time", "run dir")
 #: how deep under OUTPUT_ROOT run dirs are looked for (outputs/<name>/<timestamp>/ is 2; multirun adds levels)
@@ -38,14 +38,7 @@ class RunRow:
 
     def cells(self) -> tuple[str, ...]:
         return (self.name, self.stage, self.adapter, self.status, "-" if self.steps is None else str(self.steps),
-                "-" if self.final_loss is None else f"{self.final_loss:.4f}", duration(self.wall_s), self.root)
-
-
-def duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "-"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+                "-" if self.final_loss is None else f"{self.final_loss:.4f}", "-" if self.wall_s is None else clock(self.wall_s), self.root)
 
 
 def run_status(lock_kind: str, summary: Optional[dict], interrupted: bool, events: list[dict]) -> str:

@@ -9,10 +9,7 @@ from typing import Optional, TextIO
 
 from transformers import TrainerCallback
 
-
-def clock(seconds: float) -> str:
-    s = max(0, int(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+from launcher.worker.history import clock
 
 
 def progress_line(step: int, total: int, loss: Optional[float], lr: Optional[float], tokens_per_s: Optional[float],

@@ -7,7 +7,8 @@ import logging
 
 from transformers import TrainerState, TrainingArguments
 
-from launcher.worker.progress import ProgressCallback, clock, progress_line
+from launcher.worker.history import clock
+from launcher.worker.progress import ProgressCallback, progress_line
 from launcher.worker.ranklog import for_console
 
 

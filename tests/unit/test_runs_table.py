@@ -65,7 +65,7 @@ def test_rows_from_run_dirs(tmp_path):
     text = table(runs)
     lines = text.splitlines()
     assert lines[0].split()[:4] == ["name", "stage", "adapter", "status"]
-    assert "0:02:10" in lines[1] and "1.2500" in lines[1] and lines[1].endswith("2026-01-01_10-00-00")
+    assert "02:10" in lines[1] and "1.2500" in lines[1] and lines[1].endswith("2026-01-01_10-00-00")
     assert len(lines) == 5
 
 
