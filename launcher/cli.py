@@ -274,14 +274,14 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 def quote_comma_lists(args: Sequence[str]) -> list[str]:
     """`adapter.lora_target=q_proj,v_proj` -> `adapter.lora_target='q_proj,v_proj'`: Hydra reads an unquoted
     comma as a sweep and refuses it without -m ("Ambiguous value"). Under -m the comma stays Hydra's sweep, and
-    a value already quoted, a list, or an interpolation is Hydra's grammar, left as typed."""
+    a value already quoted, a list, an interpolation or a function (choice(a,b)) is Hydra's grammar, left as typed."""
     if any(a in MULTIRUN_FLAGS or a.replace(" ", "") == "hydra.mode=MULTIRUN" for a in args):
         return list(args)
     out = []
     for arg in args:
         key, eq, value = arg.partition("=")
         if (eq and key.lstrip("~+") in COMMA_KEYS and "," in value and value[:1] not in "'\"[{$"
-                and not any(c in value for c in "'\\")):
+                and not any(c in value for c in "'\\") and not re.match(r"\w+\(", value)):
             arg = f"{key}='{value}'"
         out.append(arg)
     return out

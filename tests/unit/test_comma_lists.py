@@ -20,7 +20,7 @@ def test_an_unquoted_comma_list_is_quoted_for_a_comma_key():
 
 def test_everything_else_keeps_hydras_grammar():
     args = ["adapter.lora_target=q_proj", "adapter.lora_target='q,v'", "data.dataset=[a,b]", "adapter.lora_rank=4,8",
-            "data.dataset=${oc.env:X,a}", "recipe=tiny_sft_lora", "--cfg", "job"]
+            "data.dataset=${oc.env:X,a}", "data.dataset=choice(a,b)", "recipe=tiny_sft_lora", "--cfg", "job"]
     assert quote_comma_lists(args) == args
 
 
