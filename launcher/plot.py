@@ -93,7 +93,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {root}: no metrics.jsonl; give a run dir of a run that logged at least one step "
               "(launch-runs lists them)", file=sys.stderr)
         return EXIT_USAGE
-    written = plot_run(root)
+    try:
+        written = plot_run(root)
+    except ImportError as e:
+        print(f"error: {e}; install it with `pip install matplotlib`", file=sys.stderr)
+        return EXIT_USAGE
     for path in written:
         print(path)
     if not written:

@@ -38,7 +38,8 @@ class RunRow:
 
     def cells(self) -> tuple[str, ...]:
         return (self.name, self.stage, self.adapter, self.status, "-" if self.steps is None else str(self.steps),
-                "-" if self.final_loss is None else f"{self.final_loss:.4f}", "-" if self.wall_s is None else clock(self.wall_s), self.root)
+                "-" if self.final_loss is None else f"{self.final_loss:.4f}",
+                "-" if self.wall_s is None else clock(self.wall_s), self.root)
 
 
 def run_status(lock_kind: str, summary: Optional[dict], interrupted: bool, events: list[dict]) -> str:

@@ -37,7 +37,8 @@ def run_steps(live: bool) -> str:
 
 def test_plain_lines_at_the_logging_steps_without_a_terminal():
     lines = run_steps(live=False).splitlines()
-    assert [line.split(" |")[0] for line in lines] == ["step 2/4 (50%)", "step 4/4 (100%)", "eval at step 4: eval_loss 0.75"]
+    assert [line.split(" |")[0] for line in lines] == ["step 2/4 (50%)", "step 4/4 (100%)",
+                                                         "eval at step 4: eval_loss 0.75"]
     assert "loss 1.0000" in lines[0] and "lr 1.00e-04" in lines[0] and "\r" not in "".join(lines)
 
 
