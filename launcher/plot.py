@@ -20,10 +20,12 @@ from launcher.worker.history import metrics_rows
 
 
 def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of every row that logged `key` as a finite number."""
-    points = [(r.get("step", i), r[key]) for i, r in enumerate(rows)
-              if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-    return [s for s, _ in points], [v for _, v in points]
+    """(steps, values) of every row that logged `key` as a finite number, in step order. A step logged twice
+    (a resumed attempt redoes the steps after its checkpoint) counts once, with the later attempt's value."""
+    points = {r.get("step", i): r[key] for i, r in enumerate(rows)
+              if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])}
+    steps = sorted(points)
+    return steps, [points[s] for s in steps]
 
 
 def smooth(values: list[float]) -> list[float]:
@@ -79,7 +81,7 @@ def plot_run(root: Path, stage_metrics: Optional[Iterable[str]] = None) -> list[
     for key in plotted_keys(rows, stage_metrics):
         steps, values = series(rows, key)
         path = run.root / file_name(key)
-        draw(path, key, steps, values, run.root.name)
+        draw(path, key, steps, values, f"{run.root.parent.name}/{run.root.name}")
         written.append(path)
     return written
 

@@ -26,6 +26,11 @@ def test_series_has_one_point_per_row_that_logged_the_key():
     assert series(rows, "rewards/margins") == ([], [])
 
 
+def test_a_step_redone_by_a_resumed_attempt_counts_once_with_its_later_value():
+    rows = train_rows(4) + [{"step": 3, "loss": 0.3}, {"step": 4, "loss": 0.4}, {"step": 5, "loss": 0.5}]
+    assert series(rows, "loss") == ([1, 2, 3, 4, 5], [1.9, 1.8, 0.3, 0.4, 0.5])
+
+
 def test_smoothing_keeps_the_number_of_points_and_the_first_value():
     values = [3.0, 1.0, 2.0, 0.5]
     s = smooth(values)
