@@ -267,8 +267,29 @@ def quote_numeric_choices(args: Sequence[str]) -> list[str]:
     return out
 
 
+#: keys whose value is a comma-separated string (schema.comma_list): LLaMA-Factory's users type them unquoted
+COMMA_KEYS = frozenset(schema.comma_keys())
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def quote_comma_lists(args: Sequence[str]) -> list[str]:
+    """`adapter.lora_target=q_proj,v_proj` -> `adapter.lora_target='q_proj,v_proj'`: Hydra reads an unquoted
+    comma as a sweep and refuses it without -m ("Ambiguous value"). Under -m the comma stays Hydra's sweep, and
+    a value already quoted, a list, an interpolation or a function (choice(a,b)) is Hydra's grammar, left as typed."""
+    if any(a in MULTIRUN_FLAGS or a.replace(" ", "") == "hydra.mode=MULTIRUN" for a in args):
+        return list(args)
+    out = []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if (eq and key.lstrip("~+") in COMMA_KEYS and "," in value and value[:1] not in "'\"[{$"
+                and not any(c in value for c in "'\\") and not re.match(r"\w+\(", value)):
+            arg = f"{key}='{value}'"
+        out.append(arg)
+    return out
+
+
 def main() -> None:
-    sys.argv[1:] = quote_numeric_choices(expand_lf_args(sys.argv[1:]))
+    sys.argv[1:] = quote_comma_lists(quote_numeric_choices(expand_lf_args(sys.argv[1:])))
     unknown = unknown_override_keys(sys.argv[1:])
     if unknown:
         for p in unknown:

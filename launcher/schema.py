@@ -64,6 +64,12 @@ def allowed(default: Any, **kw: Any) -> Any:
     return field(default=default, metadata={"allowed": Allowed(**kw)})
 
 
+def comma_list(default: Any) -> Any:
+    """A schema field holding a comma-separated string (LLaMA-Factory's spelling): the command line takes it
+    unquoted (`adapter.lora_target=q_proj,v_proj`, see cli.quote_comma_lists)."""
+    return field(default=default, metadata={"comma": True})
+
+
 #: transformers' SchedulerType names that run without extra kwargs (cosine_with_min_lr needs min_lr, ...)
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt", "reduce_lr_on_plateau", "warmup_stable_decay")
@@ -156,7 +162,7 @@ class ModelConfig:
     #: chat template used to render rows (see launcher/data/templates.py); `auto` = the tokenizer's own
     template: str = "auto"
     #: default LoRA targets for this architecture (comma-separated module names)
-    lora_target: str = "q_proj,v_proj"
+    lora_target: str = comma_list("q_proj,v_proj")
     trust_remote_code: bool = False
     #: attention kernel (transformers' attn_implementation); flash_attention_2 needs flash-attn and an Ampere+ GPU
     attn: Attention = Attention.sdpa
@@ -235,9 +241,9 @@ class AdapterConfig:
     #: n > 0: the last n hidden layers train; n < 0: the first |n|
     freeze_trainable_layers: int = 2
     #: modules inside those layers that train, comma-separated (e.g. mlp,self_attn), or `all`
-    freeze_trainable_modules: str = "all"
+    freeze_trainable_modules: str = comma_list("all")
     #: modules outside the hidden layers that train too, comma-separated (e.g. embed_tokens,norm,lm_head)
-    freeze_extra_modules: Optional[str] = None
+    freeze_extra_modules: Optional[str] = comma_list(None)
 
     # lora, qlora
     lora_rank: int = allowed(8, ge=1, hint="typical values are 8, 16, 32, 64")
@@ -245,16 +251,16 @@ class AdapterConfig:
     lora_alpha: Optional[int] = allowed(None, ge=1, hint="e.g. 2 x lora_rank, or null for that")
     lora_dropout: float = allowed(0.0, ge=0.0, lt=1.0, hint="e.g. 0.05")
     #: comma-separated module names, or `all` (every linear layer except the output head)
-    lora_target: str = "${model.lora_target}"
+    lora_target: str = comma_list("${model.lora_target}")
     #: modules trained fully and saved with the adapter, comma-separated (peft's modules_to_save)
-    additional_target: Optional[str] = None
+    additional_target: Optional[str] = comma_list(None)
     #: rank-stabilised scaling alpha / sqrt(r)
     use_rslora: bool = False
     #: weight-decomposed LoRA
     use_dora: bool = False
     #: adapters to start from, comma-separated: all but the last are merged into the base, the last trains
     #: on (with create_new_adapter, all are merged and a new adapter trains); prefix takes one
-    adapter_name_or_path: Optional[str] = None
+    adapter_name_or_path: Optional[str] = comma_list(None)
     create_new_adapter: bool = False
 
     # qlora (also lora/prefix on a quantized base): bitsandbytes, CUDA only
@@ -282,7 +288,7 @@ class PrecisionConfig:
 class DataConfig:
     #: dataset names from dataset_dir/dataset_info.json and/or paths (a .json/.jsonl/.parquet/.csv file, a
     #: directory of them, a `save_to_disk` directory): a quoted comma string 'a,b' or a list [a,b]
-    dataset: Any = MISSING
+    dataset: Any = comma_list(MISSING)
     #: where dataset_info.json and the files it names live
     dataset_dir: str = "${project_root:}/data"
     template: str = "${model.template}"
@@ -293,7 +299,7 @@ class DataConfig:
     val_size: float = allowed(0.0, ge=0.0, hint="a fraction like 0.1 or a row count like 50; 0: none")
     mix_strategy: MixStrategy = MixStrategy.concat
     #: sampling probabilities of the datasets for interleave_*: a comma string or a list
-    interleave_probs: Any = None
+    interleave_probs: Any = comma_list(None)
     #: read and tokenize lazily (needs train.max_steps); nothing is cached
     streaming: bool = False
     #: shuffle buffer of a streamed dataset
@@ -474,6 +480,20 @@ def schema_fields(path: str) -> Optional[list[str]]:
             return None
         node = hints[part]
     return [f.name for f in fields(node)]
+
+
+def comma_keys(node: Any = LaunchConfig, prefix: str = "") -> list[str]:
+    """Dotted keys of the schema fields marked comma_list."""
+    from dataclasses import fields, is_dataclass
+
+    out: list[str] = []
+    for f in fields(node):
+        if f.metadata.get("comma"):
+            out.append(prefix + f.name)
+        default = f.default_factory() if callable(f.default_factory) else None  # type: ignore[misc]
+        if is_dataclass(default):
+            out += comma_keys(type(default), f"{prefix}{f.name}.")
+    return out
 
 
 def split_list(value: Optional[str]) -> list[str]:

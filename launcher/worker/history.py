@@ -73,3 +73,9 @@ def whole_run(events: Iterable[dict], rows: list[dict], trained_tokens: Optional
         "tokens_per_s": round(trained_tokens / train_time, 1) if trained_tokens is not None and train_time else None,
         "attempts": history,
     }
+
+
+def clock(seconds: float) -> str:
+    """A duration as MM:SS, or H:MM:SS from an hour (the progress line, launch-runs)."""
+    s = max(0, int(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"

@@ -44,7 +44,8 @@ class Worker:
         self.signals = signals or StopSignals()
 
     def setup(self) -> None:
-        setup_rank_logging(self.run.rank_log(self.rank), self.rank)
+        setup_rank_logging(self.run.rank_log(self.rank), self.rank,
+                           uses_deepspeed=self.cfg.zero.name != "none" or self.cfg.backend.name.value == "deepspeed")
         from transformers import set_seed
 
         from launcher.worker.model import count_parameters, load_model, load_tokenizer, resolve_precision
@@ -178,6 +179,8 @@ class Worker:
         from launcher.worker.callbacks import AttemptBegins, MetricsCallback, PeakMemory, SaveResolvedDsConfig
         from launcher.worker.checkpointing import CompleteCheckpoints
         from launcher.worker.preempt import PreemptionCallback
+        from launcher.worker.progress import ProgressCallback
+        from transformers import PrinterCallback
         from launcher.worker.stages import StageInputs, stage_of
 
         stage_name = self.cfg.stage.name.value
@@ -198,6 +201,9 @@ class Worker:
         trainer = stage.build(inputs)
         if trainer.is_deepspeed_enabled:
             trainer.add_callback(SaveResolvedDsConfig(self.run.ds_config, trainer))
+        # our progress line (progress.py) instead of transformers' raw dicts (disable_tqdm: no tqdm bar either)
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(ProgressCallback())
         result = trainer.train(resume_from_checkpoint=str(resume)) if resume else trainer.train()
         stopped = preempt.stopped_at is not None
         if trainer.is_world_process_zero():
@@ -219,6 +225,7 @@ class Worker:
             self.tokenizer.save_pretrained(str(self.run.final))
             self.write_summary(trainer, result, metrics.history, resume, evaluation, stage.METRICS[stage_name], extra,
                                memory)
+            self.plot(stage.METRICS[stage_name])
 
     def resume_from(self, stage_name: str) -> Path | None:
         """The newest complete checkpoint, when resume=true/auto or a restart/requeue (LAUNCHER_RESUME=1) asks
@@ -311,6 +318,18 @@ class Worker:
         }
         self.run.summary.write_text(json.dumps(summary, indent=2) + "\n")
         log.info("summary: %s", json.dumps(summary))
+
+    def plot(self, stage_metrics: tuple[str, ...]) -> None:
+        """training_loss.png, eval_loss.png and the stage's metrics in the run dir; a plot that fails is a warning:
+        the run itself finished."""
+        from launcher.plot import plot_run
+
+        try:
+            written = plot_run(self.run.root, stage_metrics)
+        except Exception as e:  # noqa: BLE001
+            log.warning("plots not written (%s: %s); `launch-plot %s` tries again", type(e).__name__, e, self.run.root)
+            return
+        log.info("plots: %s", ", ".join(p.name for p in written))
 
     def cleanup(self) -> None:
         import torch.distributed as dist

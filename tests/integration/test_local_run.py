@@ -36,8 +36,9 @@ def test_demo_exits_0_and_writes_the_run_dir(demo):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for name in ("config.yaml", "overrides.yaml", "plan.json", "launch.sh", "env.json", "metrics.jsonl",
                  "summary.json", "logs/rank0.log", "logs/rank1.log", "final/adapter_model.safetensors",
-                 "final/tokenizer.json"):
+                 "final/tokenizer.json", "training_loss.png"):
         assert (run / name).is_file(), name
+    assert (run / "training_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # rank 0 plots at the end
     env = json.loads((run / "env.json").read_text())
     assert env["packages"]["torch"] and env["packages"]["transformers"] and env["packages"]["hydra-core"]
     assert "sha" in env["git"] and "dirty" in env["git"]
@@ -136,3 +137,40 @@ def test_a_signal_to_launch_leaves_no_rank_behind(tmp_path, tiny_model, sig):
         time.sleep(0.5)
     assert processes_mentioning(str(run)) == []
     assert not (run / "summary.json").exists()
+
+
+def test_the_console_shows_progress_lines_and_no_library_noise(demo):
+    r, run = demo
+    assert re.search(r"^step \d+/70 \(\d+%\) \| loss \d+\.\d{4} \| lr ", r.stdout, re.M), r.stdout[-2000:]
+    assert "step 70/70 (100%)" in r.stdout and "{'loss'" not in r.stdout
+    console = r.stdout + r.stderr
+    for noise in ("Do not forget to share your model", "Setting accelerator to CPU", "FutureWarning"):
+        assert noise not in console, noise
+    assert "Do not forget to share your model" in (run / "logs/rank0.log").read_text()  # the rank log keeps it
+
+
+def test_on_a_terminal_rank_0_redraws_one_progress_line(tmp_path, tiny_model):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "recipe=tiny_sft_lora", "device=cpu", "gpus=2",
+                             f"output_dir={tmp_path}/run", "train.max_steps=4", "train.logging_steps=2"],
+                            cwd=tmp_path, stdout=slave, stderr=subprocess.DEVNULL)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer of the terminal closed it
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=300) == 0
+    text = out.decode(errors="replace")
+    assert "\r\x1b[2Kstep 4/4 (100%) | loss " in text
+    assert not re.search(r"^step \d+/4", text.replace("\r\n", "\n"), re.M)  # no plain lines on a terminal

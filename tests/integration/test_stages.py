@@ -97,6 +97,7 @@ def test_dpo_after_sft_raises_margins_and_accuracy(dpo, sft):
     events = list((dpo / "tensorboard").rglob("events.out.tfevents.*"))
     assert len(events) == 1 and b"train/rewards/margins" in events[0].read_bytes()
     assert (dpo / "final/adapter_model.safetensors").is_file()
+    assert {"training_loss.png", "rewards_margins.png", "rewards_accuracies.png"} <= {p.name for p in dpo.glob("*.png")}
 
 
 def test_kto_full_fine_tuning_separates_desirable_from_undesirable(kto):
