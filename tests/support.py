@@ -37,6 +37,23 @@ def facts(cfg=None, **kw) -> Facts:
     return Facts(**base)
 
 
+def worker_training_kwargs(run_dir: Path, *overrides: str) -> dict:
+    """The TrainingArguments kwargs the worker builds for a launch of overrides (device=cpu, gpus=2), planned
+    into run_dir: what every stage's trainer receives."""
+    import yaml
+
+    from launcher.plan import build_plan
+    from launcher.worker.train import Worker
+
+    cfg = compose("device=cpu", "gpus=2", *overrides)
+    plan = build_plan(cfg, facts(cfg), str(run_dir))
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / "config.yaml").write_text(yaml.safe_dump(dict(plan.config)))
+    worker = Worker(str(run_dir))
+    worker.precision = "fp32"
+    return worker.training_kwargs()
+
+
 def run_launch(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
     return subprocess.run([sys.executable, "-m", "launcher.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from launcher import PROJECT_ROOT
 from launcher.cli import quote_numeric_choices
 from launcher.lf_import import load_yaml, recipe_text, translate
-from tests.support import TINY_MODEL, compose, run_launch, run_module
+from tests.support import TINY_MODEL, compose, run_launch, run_module, worker_training_kwargs
 
 LORA_SFT = f"""\
 ### model
@@ -305,3 +305,29 @@ def test_launch_lf_unsupported_keys_exit_2_nothing_written(tmp_path):
     out = tmp_path / "recipes" / "x.yaml"
     r = run_module("launcher.lf_import", str(path), "-o", str(out), cwd=tmp_path)
     assert r.returncode == 2 and "use_galore" in r.stderr and not out.exists()
+
+
+def test_the_yaml_trains_with_the_same_training_arguments_and_lora_config_as_our_command_line(tmp_path):
+    """LLaMA-Factory's lora sft example, and the same run typed in our names: what the worker hands transformers'
+    TrainingArguments and peft's LoraConfig is identical."""
+    from launcher.worker.adapters.lora import lora_kwargs
+
+    m = translate(load_yaml(_write(tmp_path, LORA_SFT)))
+    ours = (f"model.model_name_or_path={TINY_MODEL}", "model.trust_remote_code=true", "stage=sft", "adapter=lora",
+            "adapter.lora_rank=8", "adapter.lora_alpha=16", "adapter.lora_dropout=0.05",
+            "adapter.lora_target='q_proj,v_proj'", "data.dataset=alpaca_demo", "data.template=llama3",
+            "data.cutoff_len=256", "data.max_samples=64", "data.overwrite_cache=true",
+            "data.preprocessing_num_workers=2", "train.dataloader_num_workers=0", "train.logging_steps=10",
+            "train.save_steps=500", "train.per_device_train_batch_size=1", "train.gradient_accumulation_steps=8",
+            "train.learning_rate=1e-4", "train.num_train_epochs=3.0", "train.lr_scheduler_type=cosine",
+            "train.warmup_ratio=0.1", "precision=bf16", "train.ddp_timeout=180000000", "data.val_size=0.1",
+            "train.per_device_eval_batch_size=1", "train.eval_strategy=steps",
+            "train.eval_steps=500")
+    from_yaml = worker_training_kwargs(tmp_path / "lf", *m.overrides)
+    from_ours = worker_training_kwargs(tmp_path / "ours", *ours)
+    assert from_yaml.pop("output_dir") != from_ours.pop("output_dir")  # each run dir's own checkpoints/
+    assert from_yaml == from_ours
+    assert from_yaml["learning_rate"] == 1e-4 and from_yaml["gradient_accumulation_steps"] == 8
+    assert lora_kwargs(compose(*m.overrides).adapter) == lora_kwargs(compose(*ours).adapter) == {
+        "r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"],
+        "modules_to_save": None, "use_rslora": False, "use_dora": False}

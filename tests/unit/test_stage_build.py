@@ -8,13 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import yaml
 
-from launcher.plan import build_plan
 from launcher.worker.callbacks import MetricsCallback
 from launcher.worker.model import count_parameters, load_model, load_tokenizer
 from launcher.worker.stages.online import AdaptiveKLCallback, generation_tokenizer, standardise_scores
-from tests.support import compose, facts
+from tests.support import compose, worker_training_kwargs
 
 HIDDEN = 64
 
@@ -35,28 +33,17 @@ def test_rm_head_trains_with_freeze_too(tiny_model):
     assert model.score.weight.requires_grad
 
 
-def training_kwargs(tmp_path, *overrides) -> dict:
-    from launcher.worker.train import Worker
-
-    cfg = compose("device=cpu", "gpus=2", *overrides)
-    plan = build_plan(cfg, facts(cfg), str(tmp_path))
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(dict(plan.config)))
-    worker = Worker(str(tmp_path))
-    worker.precision = "fp32"
-    return worker.training_kwargs()
-
-
 def test_trl_configs_take_the_worker_arguments_and_override_trl_defaults(tmp_path):
     from trl import DPOConfig, GRPOConfig, RewardConfig
     from trl.experimental.ppo import PPOConfig
 
-    kwargs = training_kwargs(tmp_path, "recipe=tiny_dpo_lora")
+    kwargs = worker_training_kwargs(tmp_path, "recipe=tiny_dpo_lora")
     for config in (DPOConfig, RewardConfig, GRPOConfig, PPOConfig):
         args = config(**kwargs, **({"num_generations": 2} if config is GRPOConfig else {}))
         # TRL's own defaults are bf16=True and gradient_checkpointing=True
         assert (args.bf16, args.fp16, args.gradient_checkpointing) == (False, False, False), config
         assert (args.use_cpu, args.seed, args.learning_rate, args.report_to) == (True, 42, 5e-3, []), config
-    assert DPOConfig(**training_kwargs(tmp_path, "recipe=tiny_dpo_lora",
+    assert DPOConfig(**worker_training_kwargs(tmp_path, "recipe=tiny_dpo_lora",
                                        "train.gradient_checkpointing=true")).gradient_checkpointing is True
 
 
