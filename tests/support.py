@@ -54,6 +54,18 @@ def worker_training_kwargs(run_dir: Path, *overrides: str) -> dict:
     return worker.training_kwargs()
 
 
+def fake_sbatch(tmp_path: Path, body: str) -> dict:
+    """A stand-in `sbatch` (a shell script running body) first on PATH: the env for run_launch."""
+    import stat
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "sbatch"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
 def run_launch(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
     return subprocess.run([sys.executable, "-m", "launcher.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})

@@ -1,11 +1,9 @@
 """Secrets typed into a launch are redacted in every file of the run dir; the job still gets their values."""
 from __future__ import annotations
 
-import os
-import stat
 
 from launcher.secrets import REDACTED, env_indirect, is_secret_name, redact, redact_config
-from tests.support import run_launch
+from tests.support import fake_sbatch, run_launch
 
 KEY, HF, PASS = "wandbsecret0123456789", "hf_secretTOKENvalue", "dbpass-42"
 
@@ -38,17 +36,13 @@ def test_env_indirect_keeps_the_value_in_the_environment():
 
 
 def test_cli_slurm_submission_writes_no_secret_and_passes_it_by_environment(tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     seen = tmp_path / "sbatch_env"
-    sbatch = bin_dir / "sbatch"
     # records the values the job's environment would get, as sbatch --export=ALL passes them on
-    sbatch.write_text(f'#!/bin/sh\necho "$WANDB_API_KEY $HF_TOKEN" > {seen}\necho 777\n')
-    sbatch.chmod(sbatch.stat().st_mode | stat.S_IEXEC)
+    path = fake_sbatch(tmp_path, f'echo "$WANDB_API_KEY $HF_TOKEN" > {seen}\necho 777')
     run = tmp_path / "run"
     r = run_launch("recipe=tiny_sft_lora", "device=cpu", "cluster=slurm", f"output_dir={run}",
                    f"cluster.setup=['export WANDB_API_KEY={KEY}','huggingface-cli login --token {PASS}']",
-                   f"+hydra.job.env_set.HF_TOKEN={HF}", env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+                   f"+hydra.job.env_set.HF_TOKEN={HF}", env=path)
     assert r.returncode == 0, r.stderr
     written = [p for p in run.rglob("*") if p.is_file()]
     assert {p.name for p in written} >= {"config.yaml", "overrides.yaml", "env.json", "launch.sh", "sbatch.sh"}

@@ -5,20 +5,14 @@ the accepted sweep's submission is only recorded (no Slurm is started here; test
 submits to a real one)."""
 from __future__ import annotations
 
-import os
-import stat
 
-from tests.support import run_launch
+from tests.support import fake_sbatch, run_launch
 
 
-def fake_sbatch(tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+def recording_sbatch(tmp_path):
+    """A stand-in sbatch that records its arguments and answers job 4242."""
     log = tmp_path / "sbatch_calls"
-    script = bin_dir / "sbatch"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\necho 4242\n')
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}, log
+    return fake_sbatch(tmp_path, f'echo "$@" >> {log}\necho 4242'), log
 
 
 def run_dirs(root):
@@ -26,7 +20,7 @@ def run_dirs(root):
 
 
 def test_one_bad_job_refuses_the_sweep_and_nothing_is_written(tmp_path):
-    env, log = fake_sbatch(tmp_path)
+    env, log = recording_sbatch(tmp_path)
     root = tmp_path / "outputs"
     r = run_launch("-m", "recipe=tiny_sft_lora", "device=cpu", "cluster=slurm", "train.learning_rate=1e-4,-1,2e-4",
                    f"output_root={root}", env=env)
@@ -37,7 +31,7 @@ def test_one_bad_job_refuses_the_sweep_and_nothing_is_written(tmp_path):
 
 
 def test_a_good_sweep_writes_every_run_dir_and_submits_one_array(tmp_path):
-    env, log = fake_sbatch(tmp_path)
+    env, log = recording_sbatch(tmp_path)
     root = tmp_path / "outputs"
     secret = "hf_sweepSECRETvalue"
     r = run_launch("-m", "recipe=tiny_sft_lora", "device=cpu", "cluster=slurm", "train.learning_rate=1e-4,2e-4",
@@ -53,7 +47,7 @@ def test_a_good_sweep_writes_every_run_dir_and_submits_one_array(tmp_path):
 
 
 def test_a_sweep_over_resources_is_refused_before_writing(tmp_path):
-    env, log = fake_sbatch(tmp_path)
+    env, log = recording_sbatch(tmp_path)
     root = tmp_path / "outputs"
     r = run_launch("-m", "recipe=tiny_sft_lora", "device=cpu", "cluster=slurm", "gpus=1,2", f"output_root={root}",
                    env=env)
