@@ -2,29 +2,20 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import logging
 import os
-import signal
 import sys
 
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # If torchrun is killed hard (SIGKILL), its ranks would live on as orphans; ask Linux to SIGTERM us.
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+from launcher.pdeathsig import die_with_parent
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m launcher.worker")
     parser.add_argument("run_dir", help="a run dir written by `launch` (config.yaml is read from it)")
     args = parser.parse_args(argv)
-    _die_with_parent()
+    # If torchrun is killed hard (SIGKILL), its ranks would live on as orphans; Linux SIGTERMs them instead.
+    die_with_parent()
     from launcher.visible_devices import restore
 
     restore(os.environ)  # before torch sees CUDA: the devices the deepspeed runner replaced by indices
