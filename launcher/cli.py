@@ -37,12 +37,18 @@ OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), repla
 schema.register()
 
 
-def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | None = None,
-               pending: PendingArray | None = None) -> int:
+def check_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictConfig, Facts, list]:
+    """The composed config settled by what was typed, the machine's facts, and every problem validate finds:
+    the part of a launch that `launch-ui` runs on each edit for its live messages."""
     typed = typed_keys(overrides)
     cfg, notes = settle_typed(cfg, typed)  # a typed key wins over a value a recipe derives from another
     facts = gather_facts(cfg)
-    problems = notes + validate(cfg, facts, typed)
+    return cfg, facts, notes + validate(cfg, facts, typed)
+
+
+def launch_run(cfg: DictConfig, overrides: Sequence[str] = (), now: datetime | None = None,
+               pending: PendingArray | None = None) -> int:
+    cfg, facts, problems = check_config(cfg, overrides)
     for p in problems:
         print(p, file=sys.stderr)
     if any(p.error for p in problems):
@@ -288,8 +294,25 @@ def quote_comma_lists(args: Sequence[str]) -> list[str]:
     return out
 
 
+def command_args(args: Sequence[str]) -> list[str]:
+    """What the user typed -> Hydra's overrides: an lf=FILE expanded, numeric group choices and comma lists
+    quoted (`launch` and `launch-ui` both compose from these)."""
+    return quote_comma_lists(quote_numeric_choices(expand_lf_args(list(args))))
+
+
+def compose(args: Sequence[str]) -> DictConfig:
+    """The config `launch ARGS` composes (Hydra's compose API over conf/, as hydra.main does), for callers that
+    run in-process: launch-ui. args: command_args()'s output. Raises Hydra's errors for unknown keys, wrong
+    types and unknown group options."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="launch", overrides=list(args))
+
+
 def main() -> None:
-    sys.argv[1:] = quote_comma_lists(quote_numeric_choices(expand_lf_args(sys.argv[1:])))
+    sys.argv[1:] = command_args(sys.argv[1:])
     unknown = unknown_override_keys(sys.argv[1:])
     if unknown:
         for p in unknown:

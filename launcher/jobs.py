@@ -1,11 +1,16 @@
-"""`launch-status RUN_DIR [--wait]` and `launch-cancel RUN_DIR`: follow or stop a run's Slurm job."""
+"""`launch-status RUN_DIR [--wait]` and `launch-cancel RUN_DIR`: follow or stop a run's Slurm job; stop_run():
+the graceful stop of a local or Slurm run (launch-ui's Stop)."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import socket
 import sys
 from pathlib import Path
 
 from launcher.backends import slurm
+from launcher.facts import read_lock
 from launcher.rundir import RunDir
 
 
@@ -52,3 +57,24 @@ def cancel_main(argv: list[str] | None = None) -> None:
     except slurm.SlurmError as e:
         sys.exit(f"error: {e}")
     print(f"launch: cancelled job {job}")
+
+
+class NotRunning(RuntimeError):
+    pass
+
+
+def stop_run(run_dir: str) -> str:
+    """Stop a run the graceful way: its Slurm job cancelled as launch-cancel does, or SIGTERM to the local `launch`
+    that holds the run dir (launch.sh's trap: every rank saves a checkpoint and stops; launch exits 75).
+    Raises NotRunning when no live launch or job holds the run dir, slurm.SlurmError when scancel fails."""
+    run = RunDir(Path(run_dir).resolve())
+    lock = read_lock(run.lock, socket.gethostname())
+    holder = lock.holder or {}
+    if holder.get("slurm_job"):
+        slurm.cancel(str(holder["slurm_job"]))
+        return f"cancelled job {holder['slurm_job']}"
+    if lock.pid_alive:
+        os.kill(int(holder["pid"]), signal.SIGTERM)
+        return f"sent SIGTERM to launch (pid {holder['pid']}): the ranks save a checkpoint and stop"
+    where = f" on {holder.get('host')}" if holder.get("host") and lock.pid_alive is None else ""
+    raise NotRunning(f"{run.root}: no live launch{where} holds {run.lock.name}; nothing to stop")

@@ -7,10 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
-
-from launcher.cli import quote_numeric_choices  # also registers the schema and the project_root resolver
+from launcher import cli  # also registers the schema and the project_root resolver
 from launcher import PROJECT_ROOT
 from launcher.facts import Facts, RunDirFacts, gather_data_facts, read_hostfile, read_json_file
 from launcher.zero import GIB
@@ -20,8 +17,7 @@ DEMO_DATA = PROJECT_ROOT / "data" / "demo" / "alpaca_demo.json"
 
 
 def compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="launch", overrides=quote_numeric_choices(overrides))
+    return cli.compose(cli.quote_numeric_choices(overrides))
 
 
 def facts(cfg=None, **kw) -> Facts:

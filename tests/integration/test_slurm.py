@@ -12,26 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher import PROJECT_ROOT
 from launcher.rundir import RunDir, read_events
 from tests.support import rank_pid, run_launch
 
 pytestmark = pytest.mark.integration
-SLURM = PROJECT_ROOT / "scripts" / "slurm"
 TINY = ("recipe=tiny_sft_lora", "device=cpu", "cluster=slurm")
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster():
-    state_dir = os.environ.get("LAUNCHER_SLURM_DIR", "/tmp/launcher-slurm")
-    os.environ["SLURM_CONF"] = f"{state_dir}/etc/slurm.conf"
-    up = subprocess.run(["bash", str(SLURM / "up.sh")], capture_output=True, text=True, timeout=900)
-    if up.returncode != 0:
-        if subprocess.run(["bash", "-c", "command -v sbatch slurmctld slurmd"], capture_output=True).returncode:
-            pytest.skip(f"Slurm could not be installed here:\n{up.stdout[-2000:]}{up.stderr[-2000:]}")
-        pytest.fail(f"scripts/slurm/up.sh failed:\n{up.stdout[-3000:]}{up.stderr[-3000:]}")
-    yield
-    subprocess.run(["bash", str(SLURM / "down.sh")], capture_output=True, timeout=120)
 
 
 def job_id(run: Path) -> str:
