@@ -30,6 +30,7 @@ def create_app(output_root: Path, token: Optional[str] = None, cwd: Optional[Pat
                recipes_dir: Path = recipes.RECIPES_DIR) -> Flask:
     """token: required on every request when set. cwd: where `launch` runs (the server's directory)."""
     app = Flask(__name__, static_folder=None)
+    app.json.sort_keys = False  # the form's groups and sections keep their order
     output_root = output_root.expanduser().resolve()
     cwd = cwd or Path.cwd()
 

@@ -132,7 +132,7 @@ async function preview() {
   try {
     const res = await api("api/preview", { args: currentArgs() });
     showCommand(res.args);
-    $("#preview").className = "mono" + (res.rc ? " error" : "");
+    $("#preview").className = "mono preview" + (res.rc ? " error" : "");
     $("#preview").textContent = res.stdout + (res.stderr ? (res.stdout ? "\n" : "") + res.stderr : "")
       + (res.rc ? `\n(exit ${res.rc}: nothing would start)` : "");
   } catch (e) { $("#preview").textContent = String(e); }
