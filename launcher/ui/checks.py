@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import threading
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import OmegaConf
@@ -27,7 +27,6 @@ class Outcome:
     err: str = ""
     compose_error: Optional[str] = None
     result: Any = None
-    extra: dict = field(default_factory=dict)
 
 
 def _run(args: Sequence[str], step: Callable[[Any, list[str]], Any]) -> Outcome:

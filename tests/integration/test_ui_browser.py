@@ -110,6 +110,14 @@ class Page:
     def ready(self) -> bool:
         return "no problems" in self.text("#messages")
 
+    def start(self, statuses: tuple[str, ...], timeout: float = 120) -> str:
+        """Click Start; the run id once the page shows the new run (not the one shown before) in a status."""
+        before = self.text("#run-title") if self.status() else ""
+        self.click("#start-btn")
+        self.wait(lambda: self.status() in statuses and self.text("#run-title") != before, timeout=timeout,
+                  why=f"the new run to be {' or '.join(statuses)}")
+        return self.text("#run-title")
+
     def compose_tiny(self, **fields: str):
         self.wait(lambda: self.d.find_elements(By.CSS_SELECTOR, '[data-group="recipe"]'), why="the form")
         self.group("recipe", "tiny_sft_lora")
@@ -136,8 +144,7 @@ def test_compose_validate_preview_start_stop_resume(server, browser):
     assert "world size 2" in page.text("#preview") and "torch.distributed.run" in page.text("#preview")
     page.shot("2-preview")
 
-    page.click("#start-btn")
-    page.wait(lambda: page.status() == "running", timeout=120, why="the run to start")
+    run_id = page.start(("running",))
     page.wait(lambda: page.points() >= 2, timeout=120, why="the first loss points")
     first = page.points()
     page.wait(lambda: page.points() > first, timeout=60, why="the curve to gain points")
@@ -146,7 +153,6 @@ def test_compose_validate_preview_start_stop_resume(server, browser):
     page.click("#stop-btn")
     page.wait(lambda: page.status() == "interrupted", timeout=120, why="the stopped run to be interrupted")
     stopped_at = page.points()
-    run_id = page.text("#run-title")
     launch_log = (home / "outputs" / ".launch-ui" / (run_id.replace("/", "__") + ".log")).read_text()
     assert "(exit 75)" in launch_log, launch_log[-2000:]
     page.shot("4-stopped")
@@ -159,7 +165,9 @@ def test_compose_validate_preview_start_stop_resume(server, browser):
     assert "launch-chat " in browser.find_element(By.CSS_SELECTOR, "#commands input").get_attribute("value")
     browser.refresh()  # a reload re-reads the run and its whole curve
     page.wait(lambda: page.status() == "finished" and page.points() >= 40, timeout=20, why="the reloaded curve")
-    page.shot("5-finished")
+    page.click("#preview-btn")
+    page.wait(lambda: "global batch 8" in page.text("#preview"), why="the dry run")
+    page.shot("5-finished")  # docs/ui.png
 
 
 def test_submit_to_slurm(server, browser, slurm_cluster):
@@ -171,8 +179,9 @@ def test_submit_to_slurm(server, browser, slurm_cluster):
     page.click("#preview-btn")
     page.wait(lambda: "#SBATCH" in page.text("#preview"), why="the sbatch script in the preview")
     page.shot("6-slurm-preview")
-    page.click("#start-btn")
-    page.wait(lambda: page.status() in ("queued", "running", "finished"), timeout=120, why="the submitted job")
+    run_id = page.start(("queued", "running", "finished"))
+    run = home / "outputs" / run_id
+    assert (run / "sbatch.sh").is_file() and (run / "slurm" / "job_ids").is_file()
     assert "job " in page.text("#run-detail") or page.status() == "finished"
     page.shot("7-slurm-submitted")
     page.wait(lambda: page.status() == "finished", timeout=180, why="the Slurm job to finish")

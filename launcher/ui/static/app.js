@@ -198,7 +198,7 @@ function showRun() {
   $("#run-status").className = "status " + r.status;
   $("#run-detail").textContent = r.detail;
   $("#stop-btn").disabled = !["running", "queued", "requeued"].includes(r.status);
-  $("#resume-btn").disabled = r.status !== "interrupted" && r.status !== "failed";
+  $("#resume-btn").disabled = !["interrupted", "failed", "unknown"].includes(r.status);
   $("#commands").replaceChildren(...Object.entries(r.commands).map(([k, c]) =>
     el("label", {}, k, el("input", { value: c, readOnly: true, onclick: (e) => e.target.select() }))));
 }
@@ -224,7 +224,10 @@ async function pollLogs() {
   if (!id) return;
   try {
     const res = await api(`api/logs?run=${encodeURIComponent(id)}`);
-    if (id === state.selected) $("#log").textContent = res.logs.map((l) => `==> ${l.name} <==\n${l.text}`).join("\n\n");
+    if (id !== state.selected) return;
+    const log = $("#log"), atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 20;
+    log.textContent = res.logs.map((l) => `==> ${l.name} <==\n${l.text}`).join("\n\n");
+    if (atEnd) log.scrollTop = log.scrollHeight;  // follow the tail unless the user scrolled up
   } catch (e) { /* next poll */ }
 }
 
@@ -243,10 +246,14 @@ function drawCurve() {
   const c = $("#curve"), g = c.getContext("2d");
   const W = c.width, H = c.height, L = 56, R = 12, T = 14, B = 30;
   g.clearRect(0, 0, W, H);
-  const series = Object.keys(COLORS).map((k) => [k, state.rows.filter((r) => typeof r[k] === "number")])
-    .filter(([, pts]) => pts.length);
+  // a step redone after a resume is logged again: drawn once, with its later value
+  const series = Object.keys(COLORS).map((k) => {
+    const byStep = new Map();
+    for (const r of state.rows) if (typeof r[k] === "number") byStep.set(r.step, r);
+    return [k, [...byStep.values()].sort((a, b) => a.step - b.step)];
+  }).filter(([, pts]) => pts.length);
   $("#points").textContent = series.map(([k, pts]) => `${k}: ${pts.length} point(s)`).join(", ") || "no metrics yet";
-  $("#curve").dataset.points = String(state.rows.filter((r) => typeof r.loss === "number").length);
+  $("#curve").dataset.points = String((series.find(([k]) => k === "loss") || [, []])[1].length);
   if (!series.length) return;
   const xs = state.rows.map((r) => r.step), ys = series.flatMap(([k, pts]) => pts.map((r) => r[k]));
   let [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
