@@ -12,7 +12,6 @@ from typing import Any, Optional
 from launcher.backends import slurm
 from launcher.rundir import RunDir
 from launcher.runs import find_runs, read_run
-from launcher.worker.history import clock
 
 #: metrics.jsonl keys the curve draws
 SERIES = ("loss", "eval_loss", "reward")
@@ -72,7 +71,7 @@ def list_runs(output_root: Path) -> list[dict[str, Any]]:
             status = word or status
         out.append({"id": str(path.relative_to(root)), "name": row.name, "stage": row.stage, "adapter": row.adapter,
                     "status": status, "detail": detail, "steps": row.steps, "final_loss": row.final_loss,
-                    "wall": None if row.wall_s is None else clock(row.wall_s), "root": str(path),
+                    "wall": None if row.wall_s is None else row.cells()[6], "root": str(path),
                     "slurm_job": job, "commands": commands(path)})
     return out
 
@@ -116,5 +115,5 @@ def log_tails(run_dir: Path, launch_log: Optional[Path]) -> list[dict[str, str]]
     run = RunDir(run_dir)
     paths = [p for p in (launch_log, run.rank_log(0), run.logs / "launcher.node0.log") if p is not None]
     paths += sorted((run_dir / "slurm").glob("*.out"))[-1:]
-    return [{"name": p.name if p.parent == run_dir / "logs" else str(p), "text": tail(p)} for p in paths
-            if p.is_file()]
+    return [{"name": str(p.relative_to(run_dir)) if run_dir in p.parents else "launch output", "text": tail(p)}
+            for p in paths if p.is_file()]

@@ -161,7 +161,9 @@ def test_compose_validate_preview_start_stop_resume(server, browser):
     page.wait(lambda: page.status() == "finished", timeout=150, why="the resumed run to finish")
     page.wait(lambda: page.points() >= 40, timeout=10, why="the whole curve")
     assert page.points() > stopped_at
-    assert "resuming from" in page.text("#log") or "resume" in page.text("#log")
+    page.wait(lambda: "(exit 0)" in page.text("#log"), timeout=10, why="launch's last line in the log pane")
+    launch_log = (home / "outputs" / ".launch-ui" / (run_id.replace("/", "__") + ".log")).read_text()
+    assert "resume=true: resuming from" in launch_log and launch_log.rstrip().endswith("(exit 0)")
     assert "launch-chat " in browser.find_element(By.CSS_SELECTOR, "#commands input").get_attribute("value")
     browser.refresh()  # a reload re-reads the run and its whole curve
     page.wait(lambda: page.status() == "finished" and page.points() >= 40, timeout=20, why="the reloaded curve")

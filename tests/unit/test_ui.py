@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 import yaml
@@ -162,3 +167,33 @@ def test_a_saved_recipe_is_one_launch_composes(client):
         assert not post(client, "/api/recipe", name="../evil", args=TINY)["ok"]
     finally:
         path.unlink(missing_ok=True)
+
+
+def test_launch_ui_on_another_address_prints_its_token_and_refuses_requests_without_it(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.ui.app", "--host", "0.0.0.0", "--port", str(port),
+                             "--output-root", str(tmp_path)], stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert f":{port}/?token=" in line, line
+        token = line.rsplit("?token=", 1)[1].strip()
+        assert f"access token {token}" in proc.stderr.readline()
+        url = f"http://127.0.0.1:{port}/api/runs"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5)
+                pytest.fail("served without the token")
+            except urllib.error.HTTPError as e:
+                assert e.code == 403
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline, "launch-ui did not listen"
+                time.sleep(0.2)
+        with urllib.request.urlopen(urllib.request.Request(url, headers={HEADER: token}), timeout=5) as r:
+            assert json.loads(r.read())["runs"] == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

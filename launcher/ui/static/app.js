@@ -225,8 +225,12 @@ async function pollLogs() {
   try {
     const res = await api(`api/logs?run=${encodeURIComponent(id)}`);
     if (id !== state.selected) return;
+    const pick = $("#log-name"), chosen = pick.value;
+    pick.replaceChildren(...res.logs.map((l) => el("option", { value: l.name, text: l.name })));
+    if (res.logs.some((l) => l.name === chosen)) pick.value = chosen;
+    const shown = res.logs.find((l) => l.name === pick.value);
     const log = $("#log"), atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 20;
-    log.textContent = res.logs.map((l) => `==> ${l.name} <==\n${l.text}`).join("\n\n");
+    log.textContent = shown ? shown.text : "no logs yet";
     if (atEnd) log.scrollTop = log.scrollHeight;  // follow the tail unless the user scrolled up
   } catch (e) { /* next poll */ }
 }
@@ -296,6 +300,7 @@ async function init() {
   $("#save-btn").addEventListener("click", saveRecipe);
   $("#stop-btn").addEventListener("click", () => runAction("stop"));
   $("#resume-btn").addEventListener("click", () => runAction("resume"));
+  $("#log-name").addEventListener("change", pollLogs);
   check();
   refreshRuns().then(() => { pollMetrics(); pollLogs(); });
   setInterval(refreshRuns, 2000);
