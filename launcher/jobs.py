@@ -76,5 +76,7 @@ def stop_run(run_dir: str) -> str:
     if lock.pid_alive:
         os.kill(int(holder["pid"]), signal.SIGTERM)
         return f"sent SIGTERM to launch (pid {holder['pid']}): the ranks save a checkpoint and stop"
-    where = f" on {holder.get('host')}" if holder.get("host") and lock.pid_alive is None else ""
-    raise NotRunning(f"{run.root}: no live launch{where} holds {run.lock.name}; nothing to stop")
+    if lock.pid_alive is None and holder.get("host"):
+        raise NotRunning(f"{run.root}: held by launch pid {holder.get('pid')} on {holder['host']}, not this machine; "
+                         "stop it there (kill -TERM PID)")
+    raise NotRunning(f"{run.root}: no live launch holds {run.lock.name}; nothing to stop")
