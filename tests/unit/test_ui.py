@@ -197,3 +197,26 @@ def test_launch_ui_on_another_address_prints_its_token_and_refuses_requests_with
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_behind_a_reverse_proxy_under_a_path_prefix_every_url_resolves(tmp_path):
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    from werkzeug.test import Client
+    from werkzeug.wrappers import Response
+
+    app = create_app(tmp_path)
+    proxied = Client(DispatcherMiddleware(Response("not here", 404), {"/lab/ui": app.wsgi_app}))
+    assert proxied.get("/lab/ui/").status_code == 200
+    for url in ("static/app.js", "static/style.css", "api/runs", "api/form"):  # as the page asks, relative
+        assert proxied.get(f"/lab/ui/{url}").status_code == 200, url
+
+
+def test_resume_is_the_runs_own_overrides_with_resume_true(tmp_path):
+    from launcher.ui.launches import log_path, resume_args
+
+    run = tmp_path / "outputs" / "r" / "1"
+    run.mkdir(parents=True)
+    (run / "overrides.yaml").write_text(yaml.safe_dump(["recipe=tiny_sft_lora", "gpus=2", f"output_dir={run}",
+                                                        "resume=false"]))
+    assert resume_args(run) == ["recipe=tiny_sft_lora", "gpus=2", "resume=true", f"output_dir={run}"]
+    assert log_path(tmp_path / "outputs", run) == tmp_path / "outputs" / ".launch-ui" / "r__1.log"
