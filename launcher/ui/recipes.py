@@ -41,7 +41,7 @@ def recipe_text(name: str, overrides: Sequence[str], recipes_dir: Path = RECIPES
             node[leaf] = yaml.safe_load(value) if value else None
     base["name"] = name
     body = {"defaults": [{k: v} for k, v in defaults.items()], **base} if defaults else base
-    header = (f"# @package _global_\n# Saved by launch-ui" + (f" from recipe {base_name}" if base_name else "")
+    header = ("# @package _global_\n# Saved by launch-ui" + (f" from recipe {base_name}" if base_name else "")
               + f".\n#   launch recipe={name}\n")
     return header + yaml.safe_dump(body, sort_keys=False)
 
