@@ -81,12 +81,12 @@ def best_step(trainer) -> Optional[int]:
     return checkpoint_step(best) if trainer.args.load_best_model_at_end and best else None
 
 
-def summary_entries(trainer, evals: list[dict], stop: Optional[EarlyStopping]) -> dict:
-    """summary.json's best checkpoint (step, metric, value) and early stop step."""
+def summary_entries(trainer, stop: Optional[EarlyStopping]) -> dict:
+    """summary.json's best checkpoint (step, metric, its value) and early stop step."""
     out: dict = {}
     if trainer.args.load_best_model_at_end:
         step, metric = best_step(trainer), trainer.args.metric_for_best_model
-        entry = next((h for h in evals if h.get("step") == step), {}) if step is not None else {}
+        entry = next((h for h in trainer.state.log_history if h.get("step") == step and metric in h), {})
         out["best"] = {"step": step, "metric": metric, "value": entry.get(metric),
                        "checkpoint": trainer.state.best_model_checkpoint}
     if stop is not None:

@@ -228,9 +228,7 @@ class Worker:
         memory = {"peak_memory_mb_per_rank": gather(peak.peak_mb), "peak_memory_kind": peak.kind}
         # A stage's own summary entries (rm: reward statistics), on every rank: under ZeRO-3 a forward needs them all.
         finish = getattr(stage, "finish", None)
-        extra = finish(trainer, inputs) if finish else {}
-        extra |= eval_callbacks.summary_entries(trainer, [h for h in trainer.state.log_history if "eval_loss" in h],
-                                                stop)
+        extra = {**(finish(trainer, inputs) if finish else {}), **eval_callbacks.summary_entries(trainer, stop)}
         if trainer.is_world_process_zero():
             eval_callbacks.copy_best_prefix(trainer, self.run.final)
             self.tokenizer.save_pretrained(str(self.run.final))
