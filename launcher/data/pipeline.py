@@ -218,7 +218,8 @@ def build(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[DatasetAttr]
         evaluation, eval_resolved, eval_stats = _tokenized(d, stage, seed, tokenizer, eval_attrs, hf_cache, "concat",
                                                            "data.eval_dataset")
         train = tokenized
-        stats |= {"eval_datasets": eval_stats["datasets"], "eval_datasets_resolved": [a.record() for a in eval_resolved],
+        stats |= {"eval_datasets": eval_stats["datasets"],
+                  "eval_datasets_resolved": [a.record() for a in eval_resolved],
                   "rows_tokenized": stats["rows_tokenized"] + eval_stats["rows_tokenized"]}
     else:
         train, evaluation = split_eval(tokenized, d.val_size, seed)
