@@ -70,6 +70,8 @@ def comma_list(default: Any) -> Any:
     return field(default=default, metadata={"comma": True})
 
 
+#: metric_for_best_model values: the eval metrics pt and sft log (accuracy with train.compute_accuracy)
+EVAL_METRIC_NAMES = ("eval_loss", "loss", "eval_perplexity", "perplexity", "eval_accuracy", "accuracy")
 #: transformers' SchedulerType names that run without extra kwargs (cosine_with_min_lr needs min_lr, ...)
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt", "reduce_lr_on_plateau", "warmup_stable_decay")
@@ -297,6 +299,9 @@ class DataConfig:
     max_samples: Optional[int] = allowed(None, ge=1, hint="rows per dataset, or null for all rows")
     #: eval split: a fraction (< 1) or a row count (>= 1); 0 = none
     val_size: float = allowed(0.0, ge=0.0, hint="a fraction like 0.1 or a row count like 50; 0: none")
+    #: eval split from other datasets instead of val_size (LLaMA-Factory's eval_dataset): names/paths as in
+    #: data.dataset, each through the same pipeline (template, cutoff_len, max_samples), concatenated
+    eval_dataset: Any = comma_list(None)
     mix_strategy: MixStrategy = MixStrategy.concat
     #: sampling probabilities of the datasets for interleave_*: a comma string or a list
     interleave_probs: Any = comma_list(None)
@@ -402,11 +407,26 @@ class TrainConfig:
     max_grad_norm: float = allowed(1.0, ge=0.0, hint="e.g. 1.0; 0 turns clipping off")
     optim: str = allowed("adamw_torch", choices=OPTIMIZERS, hint="e.g. adamw_torch")
     logging_steps: int = allowed(10, ge=1, hint="e.g. 10")
-    #: no | steps | epoch; anything but no needs data.val_size (with one, the run also evaluates at the end)
+    #: no | steps | epoch; anything but no needs an eval split: data.val_size or data.eval_dataset (with one, the
+    #: run also evaluates at the end)
     eval_strategy: str = "no"
     #: None = logging_steps
     eval_steps: Optional[int] = allowed(None, ge=1, hint="or null for logging_steps")
     per_device_eval_batch_size: int = allowed(8, ge=1, hint="e.g. 8")
+    # evaluation while training (launcher/eval_metrics.py; LLaMA-Factory's and transformers' names)
+    #: pt, sft: next-token accuracy on the label tokens, logged as eval_accuracy (argmax ids kept, not logits)
+    compute_accuracy: bool = False
+    #: end with the best evaluation's weights in final/ (its checkpoint is never rotated away)
+    load_best_model_at_end: bool = False
+    #: the eval metric that decides the best checkpoint and early stopping (eval_ prefix optional)
+    metric_for_best_model: str = allowed("eval_loss", choices=EVAL_METRIC_NAMES,
+                                         hint="eval_loss, eval_perplexity, or eval_accuracy (with compute_accuracy)")
+    #: None = derived: lower is better for loss and perplexity, higher for accuracy
+    greater_is_better: Optional[bool] = None
+    #: stop after this many evaluations in a row without improvement (patience); None = never stop early
+    early_stopping_steps: Optional[int] = allowed(None, ge=1, hint="evaluations, e.g. 3; or null")
+    #: an improvement of metric_for_best_model by no more than this counts as none
+    early_stopping_threshold: float = allowed(0.0, ge=0.0, hint="e.g. 0.001; 0: any improvement counts")
     save_steps: int = allowed(500, ge=1, hint="e.g. 500")
     save_total_limit: Optional[int] = allowed(None, ge=1, hint="checkpoints kept, or null for all")
     gradient_checkpointing: bool = False
