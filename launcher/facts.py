@@ -380,8 +380,10 @@ def _scan_csv(p: Path) -> DataFileFacts:
     return DataFileFacts(True, rows=rows, sample=tuple(sample))
 
 
-def gather_data_facts(dataset: Any, dataset_dir: str) -> DataFacts:
-    names = dataset_names(dataset)
+def gather_data_facts(d: Any) -> DataFacts:
+    """Facts of the data config `d`: data.dataset's and data.eval_dataset's names (resolved and scanned alike)."""
+    dataset_dir = d.dataset_dir
+    names = dataset_names(d.dataset) + (dataset_names(d.eval_dataset) if d.eval_dataset else [])
     registry, error = None, None
     try:
         registry = read_registry(dataset_dir)
@@ -589,7 +591,7 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
         cpu_count=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
         visible_gpus=count_visible_gpus(env) if cfg.device == "cuda" else 0,
         paths=paths,
-        data=gather_data_facts(cfg.data.dataset, cfg.data.dataset_dir),
+        data=gather_data_facts(cfg.data),
         output_dir=scan_run_dir(cfg.output_dir, hostname),
         sbatch=shutil.which("sbatch") if cfg.cluster.name == "slurm" else None,
         gpus=query_gpus(env) if cfg.device == "cuda" else (),

@@ -42,6 +42,7 @@ DIRECT = {
     "dataset": "data.dataset", "dataset_dir": "data.dataset_dir", "cutoff_len": "data.cutoff_len",
     "max_samples": "data.max_samples", "overwrite_cache": "data.overwrite_cache",
     "preprocessing_num_workers": "data.preprocessing_num_workers", "val_size": "data.val_size",
+    "eval_dataset": "data.eval_dataset",
     "mix_strategy": "data.mix_strategy", "interleave_probs": "data.interleave_probs",
     "streaming": "data.streaming", "buffer_size": "data.buffer_size", "packing": "data.packing",
     "train_on_prompt": "data.train_on_prompt", "mask_history": "data.mask_history",

@@ -297,6 +297,9 @@ class DataConfig:
     max_samples: Optional[int] = allowed(None, ge=1, hint="rows per dataset, or null for all rows")
     #: eval split: a fraction (< 1) or a row count (>= 1); 0 = none
     val_size: float = allowed(0.0, ge=0.0, hint="a fraction like 0.1 or a row count like 50; 0: none")
+    #: eval split from other datasets instead of val_size (LLaMA-Factory's eval_dataset): names/paths as in
+    #: data.dataset, each through the same pipeline (template, cutoff_len, max_samples), concatenated
+    eval_dataset: Any = comma_list(None)
     mix_strategy: MixStrategy = MixStrategy.concat
     #: sampling probabilities of the datasets for interleave_*: a comma string or a list
     interleave_probs: Any = comma_list(None)
@@ -407,7 +410,8 @@ class TrainConfig:
     max_grad_norm: float = allowed(1.0, ge=0.0, hint="e.g. 1.0; 0 turns clipping off")
     optim: str = allowed("adamw_torch", choices=OPTIMIZERS, hint="e.g. adamw_torch")
     logging_steps: int = allowed(10, ge=1, hint="e.g. 10")
-    #: no | steps | epoch; anything but no needs data.val_size (with one, the run also evaluates at the end)
+    #: no | steps | epoch; anything but no needs an eval split: data.val_size or data.eval_dataset (with one, the
+    #: run also evaluates at the end)
     eval_strategy: str = "no"
     #: None = logging_steps
     eval_steps: Optional[int] = allowed(None, ge=1, hint="or null for logging_steps")

@@ -26,7 +26,7 @@ def compose(*overrides: str):
 
 def facts(cfg=None, **kw) -> Facts:
     """Facts of a healthy machine for cfg (its datasets, ds config and hostfile read for real), changed by kw."""
-    data = gather_data_facts(cfg.data.dataset, cfg.data.dataset_dir) if cfg is not None else None
+    data = gather_data_facts(cfg.data) if cfg is not None else None
     ds = {cfg.zero.config: read_json_file(cfg.zero.config)} if cfg is not None and cfg.zero.config else {}
     hostfile = read_hostfile(cfg.hostfile) if cfg is not None and cfg.hostfile else None
     base = dict(python="/usr/bin/python3", hostname="testhost", cpu_count=8, visible_gpus=8, paths={},

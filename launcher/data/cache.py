@@ -5,10 +5,10 @@
     <cache_dir>/hf/            the datasets library's own cache of the raw files
 
 The key hashes the data files' bytes, the tokenizer (vocabulary, special tokens, chat template), the
-template, cutoff_len, packing, stage, max_samples, val_size, mixing, masking and the seed. On each node
-local rank 0 (or `launch ... prepare_only=true`, before any allocation) builds under the lock; the other
-ranks poll until the cache is there, and give up with a clear message after data.cache_timeout_s
-instead of hanging in a collective. A second launch with the same inputs tokenizes nothing.
+template, cutoff_len, packing, stage, max_samples, val_size (or the eval datasets), mixing, masking and the
+seed. On each node local rank 0 (or `launch ... prepare_only=true`, before any allocation) builds under the
+lock; the other ranks poll until the cache is there, and give up with a clear message after
+data.cache_timeout_s instead of hanging in a collective. A second launch with the same inputs tokenizes nothing.
 """
 from __future__ import annotations
 
@@ -74,7 +74,10 @@ def dataset_key(attr: DatasetAttr) -> dict:
     return record
 
 
-def key_inputs(d: Any, stage: str, seed: int, attrs: Sequence[DatasetAttr], tokenizer) -> dict:
+def key_inputs(d: Any, stage: str, seed: int, attrs: Sequence[DatasetAttr], tokenizer,
+               eval_attrs: Sequence[DatasetAttr] = ()) -> dict:
+    # eval datasets only when named: the keys of caches without them stay what they were
+    evaluation = {"eval_datasets": [dataset_key(a) for a in eval_attrs]} if eval_attrs else {}
     return {
         "version": CACHE_VERSION, "stage": stage, "seed": seed, "template": d.template,
         "cutoff_len": d.cutoff_len, "packing": d.packing, "max_samples": d.max_samples, "val_size": d.val_size,
@@ -82,7 +85,7 @@ def key_inputs(d: Any, stage: str, seed: int, attrs: Sequence[DatasetAttr], toke
         "interleave_probs": split_floats(d.interleave_probs), "train_on_prompt": d.train_on_prompt,
         "mask_history": d.mask_history, "tokenizer": tokenizer_fingerprint(tokenizer),
         "max_source_length": d.max_source_length, "max_target_length": d.max_target_length,
-        "datasets": [dataset_key(a) for a in attrs],
+        "datasets": [dataset_key(a) for a in attrs], **evaluation,
     }
 
 
@@ -144,15 +147,16 @@ def prepare(cfg: Any, tokenizer, *, local_rank: int = 0, rank: int = 0, run_dir:
 
     d, stage = cfg.data, str(getattr(cfg.stage.name, "value", cfg.stage.name))
     attrs = resolve_all(d.dataset, d.dataset_dir)
+    eval_attrs = resolve_all(d.eval_dataset, d.dataset_dir, "data.eval_dataset")
     root = Path(d.cache_dir).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     hf_cache = str(root / "hf")
     if d.streaming:
-        built = pipeline.stream(d, stage, cfg.seed, tokenizer, attrs, hf_cache)
+        built = pipeline.stream(d, stage, cfg.seed, tokenizer, attrs, hf_cache, eval_attrs)
         log.info("data: streaming %s (tokenized on the fly, not cached)", ", ".join(a.name for a in attrs))
         return Prepared(built.train, built.eval, {"streaming": True, "cache_path": None, "rows_tokenized_here": None,
                                                    "datasets_resolved": [a.record() for a in attrs]})
-    inputs = key_inputs(d, stage, cfg.seed, attrs, tokenizer)
+    inputs = key_inputs(d, stage, cfg.seed, attrs, tokenizer, eval_attrs)
     key = cache_key(inputs)
     path = root / key
     tokenized_here = 0
@@ -162,7 +166,8 @@ def prepare(cfg: Any, tokenizer, *, local_rank: int = 0, rank: int = 0, run_dir:
                 meta = _complete(path)
                 if meta is None or (d.overwrite_cache and (run_dir is None or meta.get("built_for") != run_dir)):
                     started = time.perf_counter()
-                    meta = _build_into(path, lambda: pipeline.build(d, stage, cfg.seed, tokenizer, attrs, hf_cache),
+                    meta = _build_into(path, lambda: pipeline.build(d, stage, cfg.seed, tokenizer, attrs, hf_cache,
+                                                                      eval_attrs),
                                        {"key": key, "inputs": inputs, "built_for": run_dir})
                     tokenized_here = meta["rows_tokenized"]
                     log.info("data: tokenized %d rows in %.1f s", tokenized_here, time.perf_counter() - started)

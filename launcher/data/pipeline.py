@@ -2,7 +2,8 @@
 
     per dataset: load -> first max_samples rows -> convert to the stage's shape (formats.py)
     -> mix (concat | interleave_under | interleave_over, interleave_probs) -> row ids
-    -> tokenize with the chat template (preprocessing_num_workers processes) -> eval split (val_size)
+    -> tokenize with the chat template (preprocessing_num_workers processes) -> eval split (val_size), or
+       the eval datasets (data.eval_dataset) through the same steps, concatenated
     -> shape: sft rows as they are, or packed (packing=true); pt documents concatenated and chunked
 
 The TRL stages get rows in their trainers' tokenized formats (STAGE_COLUMNS), tokenized here with the run's
@@ -210,12 +211,35 @@ def shape(ds, stage: str, packing: bool, cutoff_len: int):
     return Dataset.from_list(rows)
 
 
-def build(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[DatasetAttr], hf_cache: str) -> Built:
-    """Every step of the pipeline on map-style datasets; stats record what happened at each."""
+def build(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[DatasetAttr], hf_cache: str,
+          eval_attrs: Sequence[DatasetAttr] = ()) -> Built:
+    """Every step of the pipeline on map-style datasets; stats record what happened at each. eval_attrs
+    (data.eval_dataset) go through the same steps, concatenated, as the eval set instead of a val_size split."""
     import datasets
 
     datasets.disable_caching()  # the result is cached by cache.py, keyed by content
     datasets.disable_progress_bars()  # rank logs get one line per step instead
+    tokenized, resolved, stats = _tokenized(d, stage, seed, tokenizer, attrs, hf_cache, d.mix_strategy, "data.dataset")
+    if eval_attrs:  # all of each eval dataset counts (no interleaving: its probabilities are the training mix's)
+        evaluation, eval_resolved, eval_stats = _tokenized(d, stage, seed, tokenizer, eval_attrs, hf_cache, "concat",
+                                                           "data.eval_dataset")
+        train = tokenized
+        stats |= {"eval_datasets": eval_stats["datasets"], "eval_datasets_resolved": [a.record() for a in eval_resolved],
+                  "rows_tokenized": stats["rows_tokenized"] + eval_stats["rows_tokenized"]}
+    else:
+        train, evaluation = split_eval(tokenized, d.val_size, seed)
+    train = shape(train, stage, d.packing, d.cutoff_len)
+    evaluation = shape(evaluation, stage, d.packing, d.cutoff_len) if evaluation is not None else None
+    lengths = lengths_of(train)
+    stats |= {"datasets_resolved": [a.record() for a in resolved], "train_rows": len(train),
+              "eval_rows": len(evaluation) if evaluation is not None else 0,
+              "train_tokens": sum(lengths) if lengths else None, "longest_row": max(lengths) if lengths else None}
+    return Built(train, evaluation, stats)
+
+
+def _tokenized(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[DatasetAttr], hf_cache: str,
+               strategy: str, key: str):
+    """Load, convert, mix and tokenize the datasets named by `key`: (tokenized rows, resolved attrs, stats)."""
     parts, resolved, stats = [], [], {"datasets": {}}
     for i, attr in enumerate(attrs):
         raw = load_raw(attr, hf_cache)
@@ -224,28 +248,21 @@ def build(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[DatasetAttr]
         stats["datasets"][attr.name] = {"rows": len(raw), "taken": taken, "filtered": taken - len(part)}
         parts.append(part)
         resolved.append(attr)
-    mixed = mix(parts, d.mix_strategy, d.interleave_probs, seed)
+    mixed = mix(parts, strategy, d.interleave_probs, seed)
     counts = Counter(mixed["source"])
     for i, attr in enumerate(resolved):
         stats["datasets"][attr.name]["in_mixture"] = int(counts.get(i, 0))
     if len(mixed) == 0:
-        raise DataError("the datasets hold no row after filtering (empty text or response); check the data "
-                        "and data.max_samples")
+        raise DataError(f"the datasets of {key} hold no row after filtering (empty text or response); check the "
+                        "data and data.max_samples")
     tokenized = mixed.map(_tokenize_batch, batched=True, batch_size=MAP_BATCH, with_indices=True,
                           remove_columns=mixed.column_names, fn_kwargs=tokenize_kwargs(d, stage, tokenizer),
                           num_proc=d.preprocessing_num_workers, load_from_cache_file=False, desc="tokenize")
     stats |= {"rows_tokenized": len(mixed), "dropped_by_cutoff": len(mixed) - len(tokenized)}
     if len(tokenized) == 0:
         what = "prompt fits" if stage in ("ppo", "grpo", "rloo") else "row keeps a response token"
-        raise DataError(f"no {what} within data.cutoff_len={d.cutoff_len}; raise it")
-    train, evaluation = split_eval(tokenized, d.val_size, seed)
-    train = shape(train, stage, d.packing, d.cutoff_len)
-    evaluation = shape(evaluation, stage, d.packing, d.cutoff_len) if evaluation is not None else None
-    lengths = lengths_of(train)
-    stats |= {"datasets_resolved": [a.record() for a in resolved], "train_rows": len(train),
-              "eval_rows": len(evaluation) if evaluation is not None else 0,
-              "train_tokens": sum(lengths) if lengths else None, "longest_row": max(lengths) if lengths else None}
-    return Built(train, evaluation, stats)
+        raise DataError(f"{key}: no {what} within data.cutoff_len={d.cutoff_len}; raise it")
+    return tokenized, resolved, stats
 
 
 def split_eval(ds, val_size: float, seed: int):
@@ -258,9 +275,10 @@ def split_eval(ds, val_size: float, seed: int):
     return parts["train"], parts["test"]
 
 
-def stream(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[DatasetAttr], hf_cache: str):
-    """streaming=true: the same steps lazily, as an IterableDataset; the first val_size rows (a count)
-    become a small materialized eval set. Nothing is cached and nothing is packed."""
+def stream(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[DatasetAttr], hf_cache: str,
+           eval_attrs: Sequence[DatasetAttr] = ()):
+    """streaming=true: the same steps lazily, as an IterableDataset; the first val_size rows (a count), or the
+    eval datasets read whole, become a materialized eval set. Nothing is cached and nothing is packed."""
     import datasets
     from datasets import Dataset
 
@@ -274,7 +292,9 @@ def stream(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[DatasetAttr
     tokenized = mixed.map(_tokenize_batch, batched=True, batch_size=MAP_BATCH, with_indices=True,
                           remove_columns=columns, fn_kwargs=tokenize_kwargs(d, stage, tokenizer))
     evaluation = None
-    if d.val_size:
+    if eval_attrs:
+        evaluation = _tokenized(d, stage, seed, tokenizer, eval_attrs, hf_cache, "concat", "data.eval_dataset")[0]
+    elif d.val_size:
         evaluation = Dataset.from_list(list(tokenized.take(int(d.val_size))))
         tokenized = tokenized.skip(int(d.val_size))
     train = tokenized.shuffle(seed=seed, buffer_size=d.buffer_size)

@@ -256,9 +256,9 @@ def probe_path(path: str) -> PathInfo:
     return PathInfo("missing")
 
 
-def resolve_all(dataset: Any, dataset_dir: str) -> list[DatasetAttr]:
+def resolve_all(dataset: Any, dataset_dir: str, key: str = "data.dataset") -> list[DatasetAttr]:
     """The worker's (and prepare_only's) resolution: the same pure resolve() over freshly read facts."""
-    names = dataset_names(dataset)
+    names = dataset_names(dataset) if dataset is not None else []
     registry = read_registry(dataset_dir)
     paths = {p: probe_path(p) for p in local_paths(names, registry, dataset_dir)}
     out = []
@@ -266,5 +266,5 @@ def resolve_all(dataset: Any, dataset_dir: str) -> list[DatasetAttr]:
         try:
             out.append(resolve(name, registry, dataset_dir, paths))
         except DataError as e:
-            raise DataError(f"data.dataset={name}: {e}") from None
+            raise DataError(f"{key}={name}: {e}") from None
     return out

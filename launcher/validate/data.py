@@ -32,23 +32,30 @@ def check_data(cfg: Any, facts: Facts) -> Iterator[Problem]:
     if facts.data.registry_error:
         yield Problem("data.dataset_dir", d.dataset_dir, f"{facts.data.registry_error}; fix the file")
         return
-    total_rows: Optional[int] = 0
+    rows: list[Optional[int]] = []
+    yield from _check_datasets("data.dataset", names, cfg, facts, rows)
+    total_rows = None if None in rows else sum(rows)
+    if total_rows and d.val_size >= 1 and d.val_size >= total_rows and d.mix_strategy == MixStrategy.concat:
+        yield Problem("data.val_size", d.val_size, f"leaves no training row: the datasets hold {total_rows} "
+                      "rows; use a fraction like 0.1 or a smaller count")
+    if d.eval_dataset is not None:
+        yield from _check_datasets("data.eval_dataset", dataset_names(d.eval_dataset), cfg, facts, [])
+
+
+def _check_datasets(key: str, names: list[str], cfg: Any, facts: Facts, rows: list) -> Iterator[Problem]:
+    """Each name of data.dataset (or data.eval_dataset) resolved and scanned; rows gets each one's row count
+    taken (None: not known before loading)."""
+    d = cfg.data
     for name in names:
         try:
             attr = resolve(name, facts.data.registry, d.dataset_dir, facts.data.paths)
         except DataError as e:
-            yield Problem("data.dataset", name, str(e))
-            total_rows = None
+            yield Problem(key, name, str(e))
+            rows.append(None)
             continue
-        problems, rows = _check_dataset(attr, stage, facts)
-        yield from (Problem("data.dataset", name, p) for p in problems)
-        if rows is None or total_rows is None:
-            total_rows = None
-        else:
-            total_rows += min(rows, d.max_samples) if d.max_samples is not None else rows
-    if total_rows and d.val_size >= 1 and d.val_size >= total_rows and d.mix_strategy == MixStrategy.concat:
-        yield Problem("data.val_size", d.val_size, f"leaves no training row: the datasets hold {total_rows} "
-                      "rows; use a fraction like 0.1 or a smaller count")
+        problems, n = _check_dataset(attr, show(cfg.stage.name), facts)
+        yield from (Problem(key, name, p) for p in problems)
+        rows.append(None if n is None else min(n, d.max_samples) if d.max_samples is not None else n)
 
 
 def _check_dataset(attr: DatasetAttr, stage: str, facts: Facts) -> tuple[list[str], Optional[int]]:
@@ -100,11 +107,23 @@ def _check_data_numbers(cfg: Any, n_datasets: int) -> Iterator[Problem]:
             yield Problem("data.streaming", True, "a stream has no length; set train.max_steps (e.g. 1000)")
         if 0 < d.val_size < 1:
             yield Problem("data.val_size", d.val_size, "a stream has no length; give a row count, e.g. 100")
+    if d.eval_dataset is not None:
+        if not dataset_names(d.eval_dataset):
+            yield Problem("data.eval_dataset", d.eval_dataset, "name at least one dataset, as in data.dataset "
+                          "(e.g. data.eval_dataset=alpaca_demo), or null for none")
+        if d.val_size:
+            yield Problem("data.eval_dataset", d.eval_dataset, f"and data.val_size={d.val_size:g} both make an "
+                          "eval split; keep one: data.val_size=0 (evaluate on eval_dataset) or "
+                          "data.eval_dataset=null (split val_size off the training data)")
     if t.eval_strategy not in EVAL_STRATEGIES:
         yield Problem("train.eval_strategy", t.eval_strategy, f"use one of {', '.join(EVAL_STRATEGIES)}")
-    elif t.eval_strategy != "no" and not d.val_size:
+    elif t.eval_strategy != "no" and not has_eval_split(d):
         yield Problem("train.eval_strategy", t.eval_strategy, "there is no eval split; set data.val_size "
-                      "(e.g. 0.1), or train.eval_strategy=no")
+                      "(e.g. 0.1) or data.eval_dataset (e.g. alpaca_demo), or train.eval_strategy=no")
+
+
+def has_eval_split(d: Any) -> bool:
+    return bool(d.val_size) or d.eval_dataset is not None
 
 
 def _check_mixing(d: Any, n_datasets: int) -> Iterator[Problem]:

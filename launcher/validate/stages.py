@@ -79,11 +79,12 @@ def _check_preference(cfg: Any, stage: str) -> Iterator[Problem]:
 
 def _check_online(cfg: Any, facts: Facts, stage: str) -> Iterator[Problem]:
     s, t = cfg.stage, cfg.train
-    if cfg.data.val_size or t.eval_strategy != "no":
-        key, value = ("data.val_size", cfg.data.val_size) if cfg.data.val_size else ("train.eval_strategy",
-                                                                                    t.eval_strategy)
+    d = cfg.data
+    if d.val_size or d.eval_dataset is not None or t.eval_strategy != "no":
+        key, value = ("data.val_size", d.val_size) if d.val_size else ("data.eval_dataset", d.eval_dataset) \
+            if d.eval_dataset is not None else ("train.eval_strategy", t.eval_strategy)
         yield Problem(key, value, f"stage={stage} evaluates nothing here (its metrics come from its own samples): "
-                      "set data.val_size=0 and train.eval_strategy=no")
+                      "set data.val_size=0, data.eval_dataset=null and train.eval_strategy=no")
     if stage == "ppo" or s.reward_model:
         yield from _check_rm_run(cfg, "stage.reward_model", s.reward_model, facts)
     if stage != "ppo":

@@ -102,6 +102,29 @@ def test_val_size_splits_off_an_eval_set(tmp_path, tokenizer, val_size, n_eval):
     assert set(data.train["row_id"]).isdisjoint(data.eval["row_id"])
 
 
+def test_eval_dataset_is_the_eval_set_tokenized_like_training_and_cached(tmp_path, tokenizer):
+    cfg = config(tmp_path, "data.dataset=alpaca_en_demo", "data.eval_dataset=[identity,sharegpt_demo]",
+                 "data.max_samples=20", "data.cutoff_len=64")
+    data = prepare(cfg, tokenizer)
+    assert data.record["train_rows"] == 20 and data.record["eval_rows"] == len(data.eval) <= 12 + 20
+    assert {k: v["taken"] for k, v in data.record["eval_datasets"].items()} == {"identity": 12, "sharegpt_demo": 20}
+    # the same template and cutoff: the eval rows are what training on those datasets would see
+    alone = prepare(config(tmp_path, "data.dataset=[identity,sharegpt_demo]", "data.max_samples=20",
+                           "data.cutoff_len=64"), tokenizer).train
+    assert data.eval["input_ids"] == alone["input_ids"] and data.eval["labels"] == alone["labels"]
+    assert max(len(ids) for ids in data.eval["input_ids"]) <= 64
+    again = prepare(cfg, tokenizer).record
+    assert again["cache_hit"] and again["cache_path"] == data.record["cache_path"]
+    other = prepare(config(tmp_path, "data.dataset=alpaca_en_demo", "data.eval_dataset=identity",
+                           "data.max_samples=20", "data.cutoff_len=64"), tokenizer)
+    assert other.record["cache_path"] != data.record["cache_path"] and len(other.eval) == 12
+
+
+def test_an_unknown_eval_dataset_name_stops_the_worker_naming_the_key(tmp_path, tokenizer):
+    with pytest.raises(DataError, match="data.eval_dataset=nope: unknown dataset name"):
+        prepare(config(tmp_path, "data.eval_dataset=nope"), tokenizer)
+
+
 def test_worker_processes_give_the_same_rows(tmp_path, tokenizer):
     one = prepare(config(tmp_path, "data=demo_mix"), tokenizer).train
     two = prepare(config(tmp_path / "2", "data=demo_mix", "data.preprocessing_num_workers=2"), tokenizer).train

@@ -331,3 +331,10 @@ def test_the_yaml_trains_with_the_same_training_arguments_and_lora_config_as_our
     assert lora_kwargs(compose(*m.overrides).adapter) == lora_kwargs(compose(*ours).adapter) == {
         "r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"],
         "modules_to_save": None, "use_rslora": False, "use_dora": False}
+
+
+def test_evaluation_keys_map_onto_ours():
+    m = translate({"stage": "sft", "finetuning_type": "lora", "eval_dataset": "identity,alpaca_en_demo"})
+    assert m.unsupported == [] and "data.eval_dataset='identity,alpaca_en_demo'" in m.overrides
+    cfg = compose(*m.overrides)
+    assert cfg.data.eval_dataset == "identity,alpaca_en_demo"
