@@ -252,7 +252,7 @@ class Worker:
                 "stage": self.cfg.stage.name.value, "adapter": self.cfg.adapter.name.value, "mode": "predict",
                 "precision": self.precision, "world_size": self.world_size,
                 "adapter_name_or_path": self.cfg.adapter.adapter_name_or_path,
-                "trainable_params": self.trainable, "total_params": self.total}, indent=2) + "\n")
+                "total_params": self.total}, indent=2) + "\n")
         if self.cfg.adapter.quantization_bit is None:  # a quantized model is placed on its GPU as it loads
             self.model.to(self.args.device)
         self.predict(self.model, self.args.device, zero3=False)
