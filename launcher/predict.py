@@ -39,13 +39,14 @@ def weights_overrides(trained: TrainedRun) -> list[str]:
 
 
 def predict_args(trained: TrainedRun, typed: list[str], overrides: list[str], output_dir: str) -> list[str]:
-    """`launch` arguments: the run's typed overrides (less the ones above and those typed again), the
-    prediction's, then the user's."""
-    again = {o.partition("=")[0].lstrip("+~") for o in overrides}
-    kept = [o for o in typed if o.partition("=")[0].lstrip("+~") not in (*DROPPED, *again)]
-    ours = ["train.do_train=false", "train.do_predict=true", "zero=none", f"output_dir={output_dir}",
-            "overwrite_output_dir=true", *weights_overrides(trained)]
-    return kept + [o for o in ours if o.partition("=")[0] not in again] + overrides
+    """`launch` arguments: the run's typed overrides (less the ones above and those set again below), the
+    prediction's (less those the user types), then the user's."""
+    key = lambda o: o.partition("=")[0].lstrip("+~")  # noqa: E731
+    again = {key(o) for o in overrides}
+    ours = [o for o in ["train.do_train=false", "train.do_predict=true", "zero=none", f"output_dir={output_dir}",
+                        "overwrite_output_dir=true", *weights_overrides(trained)] if key(o) not in again]
+    kept = [o for o in typed if key(o) not in {*DROPPED, *again, *map(key, ours)}]
+    return kept + ours + overrides
 
 
 def main(argv: Optional[list[str]] = None) -> None:
