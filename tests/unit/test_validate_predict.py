@@ -8,7 +8,7 @@ import pytest
 
 from launcher.facts import ModelDirFacts, scan_model_dir
 from launcher.validate import validate
-from tests.support import compose, facts
+from tests.support import compose, facts, run_launch
 
 ADGEN = ("recipe=tiny_adgen_ptuning",)
 
@@ -143,3 +143,10 @@ def test_chatglm2_recipe_reproduces_the_seed():
         (64, 128, "adgen_train", "adgen_eval")
     assert (cfg.model.model_name_or_path, cfg.model.trust_remote_code, cfg.data.template) == \
         ("THUDM/chatglm2-6b", True, "chatglm2")
+
+
+def test_cli_refuses_predict_on_an_rm_run_and_starts_nothing(tmp_path):
+    r = run_launch("recipe=tiny_rm", "device=cpu", "train.do_predict=true", "data.val_size=0.1",
+                   f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert r.returncode == 2 and "error: train.do_predict=True: stage=rm cannot predict" in r.stderr
+    assert not (tmp_path / "run").exists()
