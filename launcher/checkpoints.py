@@ -59,14 +59,16 @@ def mark_complete(path: str | Path, info: Mapping[str, Any]) -> None:
     os.replace(tmp, path / MARKER)
 
 
-def to_rotate(checkpoints_dir: str | Path, keep: Optional[int]) -> list[Path]:
+def to_rotate(checkpoints_dir: str | Path, keep: Optional[int], best: Optional[str | Path] = None) -> list[Path]:
     """What rotation deletes once a checkpoint is marked complete: complete ones beyond the newest `keep`
     (None: keep all), and incomplete ones older than the newest complete one (a save that died). Never the
-    newest complete one, and never a newer incomplete one (what a later save may still be writing)."""
+    newest complete one, never `best` (load_best_model_at_end ends with its weights), and never a newer
+    incomplete one (what a later save may still be writing)."""
     done = complete_checkpoints(checkpoints_dir)
     if not done:
         return []
     newest = checkpoint_step(done[-1])
-    old_done = done[:-max(keep, 1)] if keep is not None else []
+    best_step = checkpoint_step(best) if best is not None else None
+    old_done = [p for p in done[:-max(keep, 1)] if checkpoint_step(p) != best_step] if keep is not None else []
     half = [p for p in all_checkpoints(checkpoints_dir) if not is_complete(p) and checkpoint_step(p) < newest]
     return sorted(old_done + half, key=checkpoint_step)

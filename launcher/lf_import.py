@@ -65,6 +65,9 @@ DIRECT = {
     "save_steps": "train.save_steps", "save_total_limit": "train.save_total_limit",
     "eval_strategy": "train.eval_strategy", "eval_steps": "train.eval_steps",
     "per_device_eval_batch_size": "train.per_device_eval_batch_size",
+    "compute_accuracy": "train.compute_accuracy", "load_best_model_at_end": "train.load_best_model_at_end",
+    "metric_for_best_model": "train.metric_for_best_model", "greater_is_better": "train.greater_is_better",
+    "early_stopping_steps": "train.early_stopping_steps",
     "dataloader_num_workers": "train.dataloader_num_workers", "ddp_timeout": "train.ddp_timeout",
     "gradient_checkpointing": "train.gradient_checkpointing",
 }

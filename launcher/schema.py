@@ -70,6 +70,8 @@ def comma_list(default: Any) -> Any:
     return field(default=default, metadata={"comma": True})
 
 
+#: metric_for_best_model values: the eval metrics pt and sft log (accuracy with train.compute_accuracy)
+EVAL_METRIC_NAMES = ("eval_loss", "loss", "eval_perplexity", "perplexity", "eval_accuracy", "accuracy")
 #: transformers' SchedulerType names that run without extra kwargs (cosine_with_min_lr needs min_lr, ...)
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt", "reduce_lr_on_plateau", "warmup_stable_decay")
@@ -416,6 +418,20 @@ class TrainConfig:
     #: None = logging_steps
     eval_steps: Optional[int] = allowed(None, ge=1, hint="or null for logging_steps")
     per_device_eval_batch_size: int = allowed(8, ge=1, hint="e.g. 8")
+    # evaluation while training (launcher/eval_metrics.py; LLaMA-Factory's and transformers' names)
+    #: pt, sft: next-token accuracy on the label tokens, logged as eval_accuracy (argmax ids kept, not logits)
+    compute_accuracy: bool = False
+    #: end with the best evaluation's weights in final/ (its checkpoint is never rotated away)
+    load_best_model_at_end: bool = False
+    #: the eval metric that decides the best checkpoint and early stopping (eval_ prefix optional)
+    metric_for_best_model: str = allowed("eval_loss", choices=EVAL_METRIC_NAMES,
+                                         hint="eval_loss, eval_perplexity, or eval_accuracy (with compute_accuracy)")
+    #: None = derived: lower is better for loss and perplexity, higher for accuracy
+    greater_is_better: Optional[bool] = None
+    #: stop after this many evaluations in a row without improvement (patience); None = never stop early
+    early_stopping_steps: Optional[int] = allowed(None, ge=1, hint="evaluations, e.g. 3; or null")
+    #: an improvement of metric_for_best_model by no more than this counts as none
+    early_stopping_threshold: float = allowed(0.0, ge=0.0, hint="e.g. 0.001; 0: any improvement counts")
     save_steps: int = allowed(500, ge=1, hint="e.g. 500")
     save_total_limit: Optional[int] = allowed(None, ge=1, hint="checkpoints kept, or null for all")
     gradient_checkpointing: bool = False

@@ -12,6 +12,7 @@ from launcher.validate.container import check_container
 from launcher.validate.data import check_data
 from launcher.validate.devices import check_visible_devices
 from launcher.validate.ds import check_zero
+from launcher.validate.evaluation import check_evaluation
 from launcher.validate.keys import check_schema, unknown_override_keys
 from launcher.validate.matrix import check_matrix
 from launcher.validate.modeldir import check_model_dir
@@ -65,6 +66,7 @@ CHECKS: tuple[Callable[[Any, Facts], Iterable[Problem]], ...] = (
     check_data,
     check_stage,
     check_predict,
+    check_evaluation,
     lambda cfg, facts: check_batch(cfg),
     check_output,
     check_lock,

@@ -45,7 +45,9 @@ class CompleteCheckpoints(TrainerCallback):
             mark_complete(path, {"step": state.global_step, "world_size": self.world_size,
                                  "zero_stage": self.zero_stage, "time": time.time()})
             log.info("checkpoint %s complete", path)
-            for old in to_rotate(self.dir, self.keep):
+            # the best checkpoint stays while load_best_model_at_end may still load it
+            best = state.best_model_checkpoint if args.load_best_model_at_end else None
+            for old in to_rotate(self.dir, self.keep, best):
                 log.info("rotating out %s", old)
                 shutil.rmtree(old, ignore_errors=True)
         self.last = path

@@ -37,7 +37,8 @@ def attempts(events: Iterable[dict], rows: list[dict]) -> list[dict[str, Any]]:
                        "end_time": None, "end_step": None, "outcome": None, "exits": []}
             out.append(current)
         elif kind == "train_end" and current is not None and current["outcome"] is None:
-            current.update(end_time=e.get("time"), end_step=e.get("step"), outcome=e.get("outcome"))
+            current.update(end_time=e.get("time"), end_step=e.get("step"), outcome=e.get("outcome"),
+                           **{k: e[k] for k in ("early_stopped_at",) if k in e})
         elif kind == "exit":
             exit_ = {k: e.get(k) for k in ("time", "node", "exit_code", "reason", "failed_rank", "failed_host")}
             if current is None or current["restart"] != e.get("restart"):

@@ -137,6 +137,7 @@ class Worker:
         precision, device, logging and checkpoints behave the same in every stage. TRL's own defaults that
         differ (bf16 and gradient checkpointing on) are overridden here."""
         from launcher.precision import trainer_precision
+        from launcher.worker.evaluation import best_model_kwargs
 
         cfg, t = self.cfg, self.cfg.train
         return dict(
@@ -151,6 +152,8 @@ class Worker:
             logging_steps=t.logging_steps, logging_first_step=True,
             eval_strategy=t.eval_strategy, eval_steps=t.eval_steps,
             per_device_eval_batch_size=t.per_device_eval_batch_size,
+            # load_best_model_at_end, metric_for_best_model, greater_is_better (worker/evaluation.py)
+            **best_model_kwargs(t),
             # the launcher rotates (CompleteCheckpoints) once a checkpoint is complete; the Trainer's rotation
             # runs before that and could delete the newest complete one for one never finished
             save_strategy="steps", save_steps=t.save_steps, save_total_limit=None,
@@ -178,6 +181,7 @@ class Worker:
     def train(self) -> None:
         from launcher.worker.callbacks import AttemptBegins, MetricsCallback, PeakMemory, SaveResolvedDsConfig
         from launcher.worker.checkpointing import CompleteCheckpoints
+        from launcher.worker import evaluation as eval_callbacks
         from launcher.worker.preempt import PreemptionCallback
         from launcher.worker.progress import ProgressCallback
         from transformers import PrinterCallback
@@ -198,7 +202,10 @@ class Worker:
             "restart": int(os.environ.get("LAUNCHER_RESTART", 0)),
             "slurm_restart": int(os.environ.get("LAUNCHER_RESTART_COUNT", 0)),
             "host": self.host, "world_size": self.world_size, "resumed_from": str(resume) if resume else None})
-        callbacks = [metrics, peak, saves, preempt, begins]
+        # the best checkpoint saved as it happens, early stopping (train.load_best_model_at_end, early_stopping_steps)
+        best_and_stop = eval_callbacks.callbacks(self.cfg.train)
+        stop = next((c for c in best_and_stop if isinstance(c, eval_callbacks.EarlyStopping)), None)
+        callbacks = [metrics, peak, saves, preempt, begins, *best_and_stop]
         inputs = StageInputs(cfg=self.cfg, tokenizer=self.tokenizer, model=self.model, data=self.data,
                              args=self.train_kwargs, callbacks=callbacks, precision=self.precision)
         trainer = stage.build(inputs)
@@ -209,10 +216,11 @@ class Worker:
         trainer.add_callback(ProgressCallback())
         result = trainer.train(resume_from_checkpoint=str(resume)) if resume else trainer.train()
         stopped = preempt.stopped_at is not None
+        early = {"early_stopped_at": stop.stopped_at} if stop is not None and stop.stopped_at is not None else {}
         if trainer.is_world_process_zero():
             append_event(self.run, {"event": "train_end", "time": time.time(), "step": trainer.state.global_step,
                                     "tokens": trainer.state.num_input_tokens_seen,
-                                    "outcome": "interrupted" if stopped else "finished"})
+                                    "outcome": "interrupted" if stopped else "finished", **early})
         if stopped:
             self.stopped(trainer, preempt, saves)
             return
@@ -224,7 +232,10 @@ class Worker:
         # A stage's own summary entries (rm: reward statistics), on every rank: under ZeRO-3 a forward needs them all.
         finish = getattr(stage, "finish", None)
         extra = finish(trainer, inputs) if finish else {}
+        extra |= eval_callbacks.summary_entries(trainer, [h for h in trainer.state.log_history if "eval_loss" in h],
+                                                stop)
         if trainer.is_world_process_zero():
+            eval_callbacks.copy_best_prefix(trainer, self.run.final)
             self.tokenizer.save_pretrained(str(self.run.final))
             self.write_summary(trainer, result, metrics.history, resume, evaluation, stage.METRICS[stage_name], extra,
                                memory)
@@ -306,9 +317,17 @@ class Worker:
 
     @staticmethod
     def final_eval(trainer) -> dict:
-        """The eval metrics after the last step: evaluated now unless eval_strategy just did."""
+        """The eval metrics of the weights final/ gets: evaluated after the last step unless eval_strategy just
+        did; with load_best_model_at_end, the best evaluation's (those weights were loaded back)."""
+        from launcher.worker.evaluation import best_step
+
         state = trainer.state
-        last = next((h for h in reversed(state.log_history) if "eval_loss" in h), None)
+        evals = [h for h in state.log_history if "eval_loss" in h]
+        best = best_step(trainer)
+        at_best = next((h for h in evals if h.get("step") == best), None) if best is not None else None
+        if at_best is not None:
+            return at_best
+        last = evals[-1] if evals else None
         if last is None or last.get("step") != state.global_step:
             return trainer.evaluate()
         return last
@@ -331,6 +350,7 @@ class Worker:
             "first_loss": run["first_loss"], "final_loss": run["final_loss"],
             "train_loss": result.training_loss if result else None,
             "eval_loss": evaluation.get("eval_loss"),
+            **{k: evaluation[k] for k in ("eval_perplexity", "eval_accuracy") if k in evaluation},
             # the stage's own metrics as its trainer logged them: first and last logged value
             "metrics": {m: {"first": values[0], "last": values[-1]}
                         for m in stage_metrics if (values := [h[m] for h in rows if m in h])},

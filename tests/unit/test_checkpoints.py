@@ -49,6 +49,13 @@ def test_rotation_keeps_the_newest_complete_ones_and_drops_torn_older_ones(tmp_p
     assert steps(to_rotate(tmp_path, keep=None)) == [20]
 
 
+def test_rotation_never_deletes_the_best_checkpoint(tmp_path):
+    for step in (10, 20, 30, 40):
+        make(tmp_path, step, True)
+    assert steps(to_rotate(tmp_path, keep=1, best=tmp_path / "checkpoint-20")) == [10, 30]
+    assert steps(to_rotate(tmp_path, keep=2, best=str(tmp_path / "checkpoint-40"))) == [10, 20]
+
+
 def test_rotation_never_deletes_the_newest_complete_one(tmp_path):
     make(tmp_path, 10, True)
     make(tmp_path, 20, False)  # a save in progress (or killed): it must not push out 10

@@ -334,10 +334,15 @@ def test_the_yaml_trains_with_the_same_training_arguments_and_lora_config_as_our
 
 
 def test_evaluation_keys_map_onto_ours():
-    m = translate({"stage": "sft", "finetuning_type": "lora", "eval_dataset": "identity,alpaca_en_demo"})
+    m = translate({"stage": "sft", "finetuning_type": "lora", "eval_dataset": "identity,alpaca_en_demo",
+                   "compute_accuracy": True, "load_best_model_at_end": True, "metric_for_best_model": "eval_accuracy",
+                   "greater_is_better": True, "early_stopping_steps": 3})
     assert m.unsupported == [] and "data.eval_dataset='identity,alpaca_en_demo'" in m.overrides
     cfg = compose(*m.overrides)
     assert cfg.data.eval_dataset == "identity,alpaca_en_demo"
+    t = cfg.train
+    assert (t.compute_accuracy, t.load_best_model_at_end, t.metric_for_best_model, t.greater_is_better,
+            t.early_stopping_steps) == (True, True, "eval_accuracy", True, 3)
 
 
 def test_predict_keys_map_to_do_predict_and_generation():

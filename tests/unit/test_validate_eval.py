@@ -58,3 +58,82 @@ def test_the_cli_exits_2_and_writes_nothing(tmp_path):
     r = run_launch(*SFT, "data.eval_dataset=identity", "data.val_size=0.1", cwd=tmp_path)
     assert r.returncode == 2 and "data.eval_dataset" in r.stderr + r.stdout
     assert not (tmp_path / "outputs").exists()
+
+
+# ---- accuracy, best checkpoint, early stopping ---------------------------------------------------------------
+
+SPLIT = (*SFT, "data.val_size=0.1", "train.eval_strategy=steps", "train.eval_steps=10", "train.save_steps=40")
+
+
+def test_a_good_best_model_and_early_stopping_config_has_no_problem():
+    cfg = compose(*SPLIT, "train.compute_accuracy=true", "train.load_best_model_at_end=true",
+                  "train.metric_for_best_model=accuracy", "train.early_stopping_steps=3",
+                  "train.early_stopping_threshold=0.001")
+    assert validate(cfg, facts(cfg)) == []
+    cfg = compose("recipe=tiny_pt_lora", "device=cpu", "data.val_size=4", "train.compute_accuracy=true")
+    assert validate(cfg, facts(cfg)) == []
+    # early stopping alone: the run ends with the stop step's weights
+    cfg = compose(*SPLIT, "train.early_stopping_steps=2")
+    assert validate(cfg, facts(cfg)) == []
+
+
+@pytest.mark.parametrize("args, key, fix", [
+    (["train.compute_accuracy=true"], "train.compute_accuracy", "no eval split"),
+    (["train.load_best_model_at_end=true"], "train.load_best_model_at_end", "no eval split"),
+    (["train.early_stopping_steps=2"], "train.early_stopping_steps", "no eval split"),
+    (["train.eval_steps=5"], "train.eval_steps", "set data.val_size (e.g. 0.1) or data.eval_dataset"),
+])
+def test_eval_keys_without_an_eval_split(args, key, fix):
+    e = only_error(*SFT, *args)
+    assert e.key == key and fix in e.fix, str(e)
+
+
+@pytest.mark.parametrize("args, key, fix", [
+    (["train.load_best_model_at_end=true", "train.eval_strategy=no"], "train.eval_strategy",
+     "set train.eval_strategy=steps"),
+    (["train.load_best_model_at_end=true", "train.eval_strategy=epoch"], "train.eval_strategy",
+     "set train.eval_strategy=steps"),
+    (["train.load_best_model_at_end=true", "train.eval_steps=15"], "train.save_steps",
+     "a multiple of train.eval_steps=15 (e.g. train.save_steps=30)"),
+    (["train.load_best_model_at_end=true", "train.eval_steps=null", "train.logging_steps=3"], "train.save_steps",
+     "a multiple of train.eval_steps=3"),
+    (["train.load_best_model_at_end=true", "train.metric_for_best_model=accuracy"],
+     "train.metric_for_best_model", "train.compute_accuracy=true"),
+    (["train.early_stopping_steps=2", "train.metric_for_best_model=bleu"], "train.metric_for_best_model",
+     "must be one of eval_loss, loss, eval_perplexity"),
+    (["train.early_stopping_steps=0"], "train.early_stopping_steps", "must be >= 1"),
+    (["train.early_stopping_steps=2", "train.early_stopping_threshold=-0.1"], "train.early_stopping_threshold",
+     "must be >= 0"),
+    (["train.early_stopping_steps=2", "train.eval_strategy=no"], "train.early_stopping_steps",
+     "set train.eval_strategy=steps"),
+])
+def test_bad_best_model_and_early_stopping_settings(args, key, fix):
+    e = only_error(*SPLIT, *args)
+    assert e.key == key and fix in e.fix, str(e)
+
+
+def test_unused_best_model_keys_are_warnings():
+    cfg = compose(*SPLIT, "train.metric_for_best_model=perplexity", "train.early_stopping_threshold=0.1")
+    problems = validate(cfg, facts(cfg))
+    assert {p.key for p in problems} == {"train.metric_for_best_model", "train.early_stopping_threshold"}
+    assert not any(p.error for p in problems) and "load_best_model_at_end" in problems[0].fix
+
+
+@pytest.mark.parametrize("recipe, args, key, fix", [
+    ("tiny_rm", ["train.compute_accuracy=true"], "train.compute_accuracy", "stage=rm scores whole answers"),
+    ("tiny_dpo_lora", ["train.compute_accuracy=true"], "train.compute_accuracy", "stage=dpo compares answer pairs"),
+    ("tiny_rm", ["train.load_best_model_at_end=true", "train.metric_for_best_model=perplexity"],
+     "train.metric_for_best_model", "use eval_loss"),
+    ("tiny_grpo_lora", ["train.early_stopping_steps=2"], "train.early_stopping_steps", "evaluates nothing here"),
+])
+def test_stages_where_a_key_means_nothing(recipe, args, key, fix):
+    split = [] if recipe == "tiny_grpo_lora" else ["data.val_size=0.2", "train.eval_strategy=steps",
+                                                  "train.eval_steps=10", "train.save_steps=40"]
+    problems = errors(f"recipe={recipe}", "device=cpu", *split, *args)
+    assert any(p.key == key and fix in p.fix for p in problems), [str(p) for p in problems]
+
+
+def test_the_cli_refuses_a_bad_schedule_before_starting(tmp_path):
+    r = run_launch(*SPLIT, "train.load_best_model_at_end=true", "train.eval_steps=15", cwd=tmp_path)
+    assert r.returncode == 2 and "train.save_steps=40" in r.stderr + r.stdout
+    assert not (tmp_path / "outputs").exists()
