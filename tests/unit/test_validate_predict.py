@@ -58,7 +58,8 @@ def test_nothing_to_do():
 def test_predict_only_prefix_needs_its_adapter_and_lora_warns():
     p = only_error(*ADGEN, "train.do_train=false")
     assert p.key == "adapter.adapter_name_or_path" and "RUN_DIR/final" in p.fix
-    w = [p for p in warnings("train.do_train=false", "train.do_predict=true") if p.key == "adapter.adapter_name_or_path"]
+    w = [p for p in warnings("train.do_train=false", "train.do_predict=true")
+         if p.key == "adapter.adapter_name_or_path"]
     assert w and "base model predicts" in w[0].fix
 
 
