@@ -54,7 +54,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("run_dir", help="a finished run dir (written by `launch`)")
     parser.add_argument("--checkpoint", help="predict with checkpoint N (or a checkpoint dir) instead of final/")
     parser.add_argument("overrides", nargs="*", help="launch overrides, e.g. data.eval_dataset=adgen_demo_dev")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides before or after --checkpoint
     try:
         trained = open_run(args.run_dir, args.checkpoint)
     except RunError as e:

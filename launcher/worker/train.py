@@ -241,8 +241,24 @@ class Worker:
                                memory)
             self.plot(stage.METRICS[stage_name])
         if self.cfg.train.do_predict:  # after final/ and summary.json: a failed prediction loses no training
-            self.predict(trainer.accelerator.unwrap_model(trainer.model), trainer.args.device,
-                         trainer.is_deepspeed_enabled and trainer.deepspeed.zero_optimization_stage() == 3)
+            if getattr(trainer, "best_prefix_checkpoint", None):
+                # load_best_model_at_end on a prefix: final/ holds the best checkpoint's prefix, the model in memory
+                # the last one (trainer.py); predict with final/'s, on a base of its own, whole on this rank
+                self.predict(self.final_prefix_model(trainer.args.device), trainer.args.device, zero3=False)
+            else:
+                self.predict(trainer.accelerator.unwrap_model(trainer.model), trainer.args.device,
+                             trainer.is_deepspeed_enabled and trainer.deepspeed.zero_optimization_stage() == 3)
+
+    def final_prefix_model(self, device):
+        from launcher.worker.adapters import prefix
+        from launcher.worker.model import load_base, load_dtype, quantization_kwargs, whole_on_this_rank
+
+        quantization = quantization_kwargs(self.cfg.adapter, self.precision)
+        with whole_on_this_rank():
+            base = load_base(self.cfg, load_dtype(self.precision, "prefix"), quantization=quantization,
+                             device_index=self.local_rank)
+        model = prefix.load(base, self.run.final)
+        return model if quantization else model.to(device)
 
     def predict(self, model, device, zero3: bool) -> None:
         """train.do_predict on every rank (launcher/worker/predict.py); rank 0 writes the results. The eval split,
