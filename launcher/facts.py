@@ -149,6 +149,8 @@ class ModelDirFacts:
     weights: tuple[str, ...] = ()
     #: shards a weight index names that are not there
     missing_shards: tuple[str, ...] = ()
+    #: the model's own code files its config.json auto_map names (e.g. modeling_chatglm.py; trust_remote_code)
+    remote_code: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -282,7 +284,18 @@ def scan_model_dir(path: str) -> ModelDirFacts:
             continue
         missing += sorted(s for s in shards if s not in names)
     return ModelDirFacts(config="config.json" in names, tokenizer=tokenizer, weights=weights,
-                         missing_shards=tuple(missing))
+                         missing_shards=tuple(missing), remote_code=remote_code_files(d))
+
+
+def remote_code_files(model_dir: Path) -> tuple[str, ...]:
+    """The .py files config.json's auto_map names ("modeling_chatglm.ChatGLMForConditionalGeneration" ->
+    modeling_chatglm.py; a "repo--module.Class" entry names another repo's file)."""
+    try:
+        auto_map = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("auto_map") or {}
+    except (OSError, ValueError, AttributeError):
+        return ()
+    refs = [r for v in auto_map.values() for r in (v if isinstance(v, list) else [v]) if isinstance(r, str)]
+    return tuple(sorted({r.split("--")[-1].rpartition(".")[0] + ".py" for r in refs if "." in r}))
 
 
 def tokenizer_holds(model_dir: str, tokens: list[str]) -> dict[str, bool]:

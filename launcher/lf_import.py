@@ -51,8 +51,10 @@ DIRECT = {
     "ref_model": "stage.ref_model", "reward_model": "stage.reward_model",
     "ppo_buffer_size": "stage.ppo_num_mini_batches",  # it counts mini-batches (TRL's num_mini_batches)
     "ppo_epochs": "stage.ppo_epochs", "ppo_target": "stage.ppo_target", "ppo_score_norm": "stage.ppo_score_norm",
-    "ppo_whiten_rewards": "stage.ppo_whiten_rewards", "max_new_tokens": "stage.max_completion_length",
-    "top_k": "stage.top_k", "top_p": "stage.top_p", "temperature": "stage.temperature",
+    "ppo_whiten_rewards": "stage.ppo_whiten_rewards",
+    "do_predict": "train.do_predict",
+    # ChatGLM2's ptuning script's names (LLaMA-Factory has cutoff_len only)
+    "max_source_length": "data.max_source_length", "max_target_length": "data.max_target_length",
     "output_dir": "output_dir", "overwrite_output_dir": "overwrite_output_dir", "seed": "seed",
     "per_device_train_batch_size": "train.per_device_train_batch_size",
     "gradient_accumulation_steps": "train.gradient_accumulation_steps", "learning_rate": "train.learning_rate",
@@ -81,6 +83,14 @@ LF_DEFAULTS: dict[str, tuple[Any, Callable[[str, str], bool]]] = {
     "logging_steps": (500, lambda stage, ftype: True),
     "ppo_target": (6.0, lambda stage, ftype: stage == "ppo"),
 }
+
+#: LLaMA-Factory's GeneratingArguments: our generation node (predict), except that stage=ppo samples with stage.*
+GENERATION_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams", "repetition_penalty",
+                   "length_penalty")
+PPO_SAMPLING = {"max_new_tokens": "stage.max_completion_length", "top_k": "stage.top_k", "top_p": "stage.top_p",
+                "temperature": "stage.temperature"}
+#: LLaMA-Factory's generation defaults that differ from ours (we decode greedily, 128 tokens), for do_predict
+LF_GENERATION_DEFAULTS = {"do_sample": True, "max_new_tokens": 1024}
 
 #: LLaMA-Factory flash_attn -> our model.attn (auto keeps our default, sdpa)
 ATTN = {"fa2": "flash_attention_2", "sdpa": "sdpa", "disabled": "eager"}
@@ -191,6 +201,10 @@ def translate(lf: dict) -> Mapping:
     defaulted = [k for k, (value, applies) in LF_DEFAULTS.items()
                  if k not in rest and applies(stage, ftype)]
     rest.update({k: LF_DEFAULTS[k][0] for k in defaulted})
+    if rest.get("do_predict") and stage != "ppo":
+        generation_defaulted = [k for k in LF_GENERATION_DEFAULTS if k not in rest]
+        rest.update({k: LF_GENERATION_DEFAULTS[k] for k in generation_defaulted})
+        defaulted += generation_defaulted
 
     given = {k: rest.pop(k) for k in ("pure_bf16", "bf16", "fp16") if k in rest}
     precision = next((k for k, v in given.items() if v), None)
@@ -232,11 +246,25 @@ def translate(lf: dict) -> Mapping:
         else:
             m.refuse("flash_attn", value, "values are auto, fa2, sdpa, disabled")
 
+    # train and/or predict (with generation)
+    if "do_train" in rest:
+        value = rest.pop("do_train")
+        if value:
+            m.noop("do_train", value, "launch trains")
+        else:
+            m.add("do_train", value, "train.do_train=false")
+    if "predict_with_generate" in rest:
+        _flag(m, "predict_with_generate", rest.pop("predict_with_generate"), True,
+              "train.do_predict always generates", "train.do_predict always generates: drop the key")
+    for key in GENERATION_KEYS:
+        if key in rest:
+            value = rest.pop(key)
+            m.add(key, value, _set(PPO_SAMPLING[key] if stage == "ppo" and key in PPO_SAMPLING
+                                   else f"generation.{key}", value))
     # keys accepted at the value we behave like, refused otherwise
     for key, ok, why_ok, why_not in (
-            ("do_train", True, "launch trains", "launch always trains (do_predict/do_eval runs: not supported)"),
             ("save_only_model", False, "checkpoints keep the optimizer state, so runs resume",
-             "checkpoints always keep the optimizer state (resume needs it)")):
+             "checkpoints always keep the optimizer state (resume needs it)"),):
         if key in rest:
             _flag(m, key, rest.pop(key), ok, why_ok, why_not)
     if "plot_loss" in rest:  # shown either way: the plot is not optional here

@@ -81,6 +81,16 @@ class RunDir:
         return self.root / "final"
 
     @property
+    def predictions(self) -> Path:
+        """generated_predictions.jsonl: prompt, predict, label of every eval row, in order (train.do_predict)."""
+        return self.root / "generated_predictions.jsonl"
+
+    @property
+    def predict_results(self) -> Path:
+        """predict_results.json: ROUGE/BLEU of the predictions, runtime and throughput (train.do_predict)."""
+        return self.root / "predict_results.json"
+
+    @property
     def summary(self) -> Path:
         return self.root / "summary.json"
 

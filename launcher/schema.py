@@ -321,6 +321,11 @@ class DataConfig:
     cache_dir: str = "${oc.env:LAUNCHER_DATA_CACHE,'~/.cache/launcher/data'}"
     #: how long a rank waits for another to tokenize (or for the cache lock) before giving up
     cache_timeout_s: int = allowed(3600, ge=1, hint="seconds; e.g. 3600")
+    # ChatGLM2's ptuning keys, an alternative to cutoff_len (set both: they decide; see validate/predict.py)
+    #: tokens kept of the prompt (its beginning); None = cutoff_len's budget
+    max_source_length: Optional[int] = allowed(None, ge=1, hint="tokens, e.g. 64; or null for cutoff_len")
+    #: tokens kept of the response; None = cutoff_len's budget
+    max_target_length: Optional[int] = allowed(None, ge=1, hint="tokens, e.g. 128; or null for cutoff_len")
 
 
 @dataclass
@@ -435,6 +440,30 @@ class TrainConfig:
     #: seconds a rank waits in a collective (and in the preflight) before the run ends naming it
     #: (TrainingArguments' and LLaMA-Factory's ddp_timeout)
     ddp_timeout: int = allowed(1800, ge=1, hint="seconds; default 1800")
+    # predict with generation (TrainingArguments' do_train/do_predict; predicting always generates)
+    #: false: no training; with do_predict, the model (+ adapter.adapter_name_or_path) only predicts
+    do_train: bool = True
+    #: after training (or alone): generate an answer for every eval row (data.val_size's split, or every row of
+    #: data.dataset when do_train=false and there is no split) -> generated_predictions.jsonl, ROUGE/BLEU
+    do_predict: bool = False
+
+
+@dataclass
+class GenerationConfig:
+    """How train.do_predict generates (LLaMA-Factory's GeneratingArguments names, transformers' generate())."""
+
+    max_new_tokens: int = allowed(128, ge=1, hint="tokens, e.g. 128")
+    #: false: greedy (or beam search with num_beams > 1)
+    do_sample: bool = False
+    #: sampling only (do_sample=true)
+    temperature: float = allowed(0.95, gt=0.0, hint="e.g. 0.7-1.0")
+    top_p: float = allowed(0.7, gt=0.0, le=1.0, hint="1 samples the full distribution")
+    top_k: int = allowed(50, ge=0, hint="0: no top-k")
+    #: > 1: beam search (not with do_sample)
+    num_beams: int = allowed(1, ge=1, hint="1: no beam search")
+    repetition_penalty: float = allowed(1.0, gt=0.0, hint="1.0: none; e.g. 1.1")
+    #: beam search only: > 0 favours longer answers
+    length_penalty: float = 1.0
 
 
 @dataclass
@@ -449,6 +478,7 @@ class LaunchConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
     #: run name: outputs/<name>/<timestamp>/
     name: str = "run"

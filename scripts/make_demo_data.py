@@ -9,6 +9,8 @@
     kto_demo.json        kto rows (role/content messages + a boolean label)
     polite_demo.json     easily separable alpaca pairwise rows (chosen: a polite answer, rejected: gibberish)
     polite_kto_demo.json the same answers as kto rows (alpaca, output + label)
+    adgen_demo_{train,dev}.json  AdvertiseGen-format rows (content -> summary): product tags -> a one-line ad,
+                         for predict with generation (recipe=tiny_adgen_ptuning)
 
 data/dataset_info.json registers them (and data/demo/alpaca_demo.json) by name.
 
@@ -163,6 +165,25 @@ def polite_kto_rows(rng: random.Random) -> list[dict]:
             for i in range(64)]
 
 
+#: AdvertiseGen's tags (类型 type, 颜色 colour, 材质 material) and the ad a row's summary writes from them
+ADGEN_TYPES = ["裤", "裙", "上衣", "外套", "衬衫", "鞋"]
+ADGEN_COLOURS = ["黑色", "白色", "红色", "蓝色", "灰色", "绿色"]
+ADGEN_MATERIALS = ["棉", "牛仔布", "丝绸"]
+
+
+def adgen_rows(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """(train, dev): every type x colour once, a material drawn per row; the summary follows the tags, so a
+    tiny model learns the pattern in a few dozen steps. dev: 8 of the combinations, held out."""
+    rows = []
+    for kind in ADGEN_TYPES:
+        for colour in ADGEN_COLOURS:
+            material = rng.choice(ADGEN_MATERIALS)
+            rows.append({"content": f"类型#{kind}*颜色#{colour}*材质#{material}",
+                         "summary": f"{colour}{material}{kind}，简约百搭。"})
+    rng.shuffle(rows)
+    return rows[8:], rows[:8]
+
+
 REGISTRY = {
     "alpaca_demo": {"file_name": "demo/alpaca_demo.json"},
     "alpaca_en_demo": {"file_name": "alpaca_en_demo.json"},
@@ -180,6 +201,14 @@ REGISTRY = {
                     "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"}},
     "polite_kto_demo": {"file_name": "polite_kto_demo.json",
                         "columns": {"prompt": "instruction", "query": "input", "response": "output", "kto_tag": "label"}},
+    # AdvertiseGen format (ChatGLM2's ptuning data): alpaca rows whose prompt is `content`, response `summary`
+    "adgen_demo_train": {"file_name": "adgen_demo_train.json", "columns": {"prompt": "content", "response": "summary"}},
+    "adgen_demo_dev": {"file_name": "adgen_demo_dev.json", "columns": {"prompt": "content", "response": "summary"}},
+    # the real AdvertiseGen (as LLaMA-Factory registers it): read from the hub by the worker, not downloaded here
+    "adgen_train": {"hf_hub_url": "HasturOfficial/adgen", "split": "train",
+                    "columns": {"prompt": "content", "response": "summary"}},
+    "adgen_eval": {"hf_hub_url": "HasturOfficial/adgen", "split": "validation",
+                   "columns": {"prompt": "content", "response": "summary"}},
 }
 
 
@@ -191,6 +220,8 @@ def main() -> None:
     files = {"alpaca_en_demo.json": alpaca_rows(rng), "identity.json": identity_rows(),
              "sharegpt_demo.json": sharegpt_rows(rng), "dpo_demo.json": dpo_rows(rng), "kto_demo.json": kto_rows(rng),
              "polite_demo.json": polite_rows(polite), "polite_kto_demo.json": polite_kto_rows(polite)}
+    adgen_train, adgen_dev = adgen_rows(random.Random(2))
+    files |= {"adgen_demo_train.json": adgen_train, "adgen_demo_dev.json": adgen_dev}
     for name, rows in files.items():
         (out / name).write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     (out / "c4_demo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in c4_rows(rng)))

@@ -28,7 +28,7 @@ from launcher.data.registry import DatasetAttr, DataError, resolve_all, split_fl
 log = logging.getLogger("launcher.data")
 
 #: bump when the pipeline's output changes for the same inputs
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: sft rows carry prompt_len (predict)
 POLL_S = 1.0
 
 
@@ -84,6 +84,7 @@ def key_inputs(d: Any, stage: str, seed: int, attrs: Sequence[DatasetAttr], toke
         "mix_strategy": str(getattr(d.mix_strategy, "value", d.mix_strategy)),
         "interleave_probs": split_floats(d.interleave_probs), "train_on_prompt": d.train_on_prompt,
         "mask_history": d.mask_history, "tokenizer": tokenizer_fingerprint(tokenizer),
+        "max_source_length": d.max_source_length, "max_target_length": d.max_target_length,
         "datasets": [dataset_key(a) for a in attrs], **evaluation,
     }
 

@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 from launcher.data.formats import KIND_NAMES, STAGE_KINDS, RowError, convert
 from launcher.data.packing import best_fit_bins, chunk_documents, packed_row
 from launcher.data.registry import DATA_SUFFIXES, DataError, DatasetAttr, detect, split_floats
-from launcher.data.templates import IGNORE_INDEX, TemplateError, encode, encode_answers, encode_prompt, \
+from launcher.data.templates import IGNORE_INDEX, TemplateError, encode_answers, encode_prompt, encode_split, \
     prompt_segments
 
 log = logging.getLogger("launcher.data")
@@ -115,7 +115,8 @@ def mix(parts: Sequence, strategy: str, probs: Any, seed: int):
 
 
 def _tokenize_batch(batch: dict, indices: list[int], tokenizer, stage: str, template: str, cutoff_len: int,
-                    train_on_prompt: bool, mask_history: bool) -> dict:
+                    train_on_prompt: bool, mask_history: bool, max_source_length: Optional[int] = None,
+                    max_target_length: Optional[int] = None) -> dict:
     if stage not in ("pt", "sft"):
         return _tokenize_trl_batch(batch, indices, tokenizer, stage, template, cutoff_len)
     out: dict[str, list] = {"input_ids": [], "labels": [], "row_id": []}
@@ -128,9 +129,12 @@ def _tokenize_batch(batch: dict, indices: list[int], tokenizer, stage: str, temp
             out["labels"].append(ids)
             out["row_id"].append(row_id)
         return out
+    # prompt_len: where the last answer starts (predict generates from input_ids[:prompt_len])
+    out["prompt_len"] = []
     for messages, row_id in zip(batch["messages"], indices):
         try:
-            ids, labels = encode(tokenizer, template, messages, cutoff_len, train_on_prompt, mask_history)
+            ids, labels, prompt_len = encode_split(tokenizer, template, messages, cutoff_len, train_on_prompt,
+                                                   mask_history, max_source_length, max_target_length)
         except TemplateError as e:
             raise DataError(f"row {row_id} of the mixture: {e}") from None
         if all(lab == IGNORE_INDEX for lab in labels):
@@ -138,6 +142,7 @@ def _tokenize_batch(batch: dict, indices: list[int], tokenizer, stage: str, temp
         out["input_ids"].append(ids)
         out["labels"].append(labels)
         out["row_id"].append(row_id)
+        out["prompt_len"].append(prompt_len)
     return out
 
 
@@ -178,7 +183,8 @@ def _tokenize_trl_batch(batch: dict, indices: list[int], tokenizer, stage: str, 
 
 def tokenize_kwargs(d: Any, stage: str, tokenizer) -> dict:
     return {"tokenizer": tokenizer, "stage": stage, "template": d.template, "cutoff_len": d.cutoff_len,
-            "train_on_prompt": d.train_on_prompt, "mask_history": d.mask_history}
+            "train_on_prompt": d.train_on_prompt, "mask_history": d.mask_history,
+            "max_source_length": d.max_source_length, "max_target_length": d.max_target_length}
 
 
 def lengths_of(ds) -> list[int]:

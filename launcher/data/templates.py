@@ -175,13 +175,27 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
 
 
 def encode(tokenizer: Any, template: str, messages: Sequence[dict], cutoff_len: int,
-           train_on_prompt: bool = False, mask_history: bool = False) -> tuple[list[int], list[int]]:
-    """input_ids and labels for one conversation, at most cutoff_len tokens.
+           train_on_prompt: bool = False, mask_history: bool = False, max_source_length: Optional[int] = None,
+           max_target_length: Optional[int] = None) -> tuple[list[int], list[int]]:
+    """input_ids and labels for one conversation, at most cutoff_len tokens (see encode_split)."""
+    ids, labels, _ = encode_split(tokenizer, template, messages, cutoff_len, train_on_prompt, mask_history,
+                                  max_source_length, max_target_length)
+    return ids, labels
 
+
+def encode_split(tokenizer: Any, template: str, messages: Sequence[dict], cutoff_len: int,
+                 train_on_prompt: bool = False, mask_history: bool = False, max_source_length: Optional[int] = None,
+                 max_target_length: Optional[int] = None) -> tuple[list[int], list[int], int]:
+    """input_ids, labels and the prompt's length (the tokens before the last answer kept: what predict
+    generates from) for one conversation, at most cutoff_len tokens.
+
+    ChatGLM2's max_source_length/max_target_length, when set, first cut each turn's prompt and answer (their
+    beginnings kept; the answer's end-of-turn token counts); cutoff_len then caps the whole row as always.
     Turns are budgeted in order, so the last turns are the ones cut. With mask_history only the last
     answer carries labels, and it is budgeted first (kept whole where it fits), as in LLaMA-Factory."""
     segs = render_segments(template, tokenizer, messages)
-    pairs = [(_ids(tokenizer, p), _ids(tokenizer, a)) for (p, _), (a, _) in zip(segs[::2], segs[1::2])]
+    pairs = [(_ids(tokenizer, p)[:max_source_length], _ids(tokenizer, a)[:max_target_length])
+             for (p, _), (a, _) in zip(segs[::2], segs[1::2])]
     order = list(range(len(pairs)))[::-1] if mask_history else list(range(len(pairs)))
     kept: dict[int, tuple[list[int], list[int]]] = {}
     used = 0
@@ -200,7 +214,8 @@ def encode(tokenizer: Any, template: str, messages: Sequence[dict], cutoff_len: 
         input_ids += src + tgt
         labels += src if train_on_prompt else [IGNORE_INDEX] * len(src)
         labels += tgt if i == last or not mask_history else [IGNORE_INDEX] * len(tgt)
-    return input_ids, labels
+    prompt_len = len(input_ids) - len(kept[max(kept)][1]) if kept else 0
+    return input_ids, labels, prompt_len
 
 
 def prompt_segments(tokenizer: Any, template: str, messages: Sequence[dict]) -> list[str]:

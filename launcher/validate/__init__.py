@@ -17,6 +17,7 @@ from launcher.validate.keys import check_schema, unknown_override_keys
 from launcher.validate.matrix import check_matrix
 from launcher.validate.modeldir import check_model_dir
 from launcher.validate.node import check_node
+from launcher.validate.predict import check_predict, check_remote_code
 from launcher.validate.model import check_adapter, check_adapter_paths, check_model, check_precision, check_quantization
 from launcher.validate.problem import Problem
 from launcher.validate.ranges import check_ranges
@@ -58,11 +59,13 @@ CHECKS: tuple[Callable[[Any, Facts], Iterable[Problem]], ...] = (
     check_visible_devices,
     check_model,
     check_model_dir,
+    check_remote_code,
     check_adapter,
     check_quantization,
     check_adapter_paths,
     check_data,
     check_stage,
+    check_predict,
     check_evaluation,
     lambda cfg, facts: check_batch(cfg),
     check_output,

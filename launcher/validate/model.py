@@ -89,13 +89,13 @@ def check_adapter(cfg: Any, facts: Facts) -> Iterator[Problem]:
             yield Problem("train.gradient_checkpointing", True, "peft's prefix tuning does not work with gradient "
                           "checkpointing; set train.gradient_checkpointing=false (or use adapter=lora)")
         version = facts.packages.get("transformers")
-        if version and _release(version) >= PREFIX_TRANSFORMERS_BELOW:
+        if version and release(version) >= PREFIX_TRANSFORMERS_BELOW:
             yield Problem("adapter", a.name, f"transformers {version} drops the past_key_values path peft's prefix "
                           "tuning runs on; `pip install 'transformers<5.40'` (as pyproject.toml pins), "
                           "or use adapter=lora")
 
 
-def _release(version: str) -> tuple[int, int]:
+def release(version: str) -> tuple[int, int]:
     """(major, minor) of a version string such as 5.24.0 or 5.40.0.dev0."""
     m = re.match(r"(\d+)\.(\d+)", version)
     return (int(m[1]), int(m[2])) if m else (0, 0)

@@ -15,7 +15,7 @@ import torch
 from launcher.inference import TrainedRun, open_run
 from launcher.precision import COMPUTE_DTYPES, DTYPE_NAMES, auto_precision
 from launcher.schema import split_list
-from launcher.worker.adapters import attach_adapter, load_adapter
+from launcher.worker.adapters import attach_adapter, load_adapter, predict_adapter
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ def load_model(cfg: Any, precision: str, device_index: int = 0):
                           quantization=quantization_kwargs(cfg.adapter, precision), device_index=device_index)
         # Training needs no KV cache, and with one transformers ignores packed rows' position_ids restarts.
         model.config.use_cache = False
-        model = attach_adapter(model, cfg, precision)
+        # predict only: the trained adapter for inference (peft refuses a trainable prefix loaded from disk)
+        model = attach_adapter(model, cfg, precision) if cfg.train.do_train else predict_adapter(model, cfg)
     if is_reward_model(cfg) and adapter == "freeze":  # the new head always trains (peft saves it with a LoRA)
         model.score.requires_grad_(True)
     return model

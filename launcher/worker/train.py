@@ -187,6 +187,9 @@ class Worker:
         from transformers import PrinterCallback
         from launcher.worker.stages import StageInputs, stage_of
 
+        if not self.cfg.train.do_train:
+            self.predict_only()
+            return
         stage_name = self.cfg.stage.name.value
         stage = stage_of(stage_name)
         resume = self.resume_from(stage_name)
@@ -235,6 +238,53 @@ class Worker:
             self.write_summary(trainer, result, metrics.history, resume, evaluation, stage.METRICS[stage_name], extra,
                                memory)
             self.plot(stage.METRICS[stage_name])
+        if self.cfg.train.do_predict:  # after final/ and summary.json: a failed prediction loses no training
+            if getattr(trainer, "best_prefix_checkpoint", None):
+                # load_best_model_at_end on a prefix: final/ holds the best checkpoint's prefix, the model in memory
+                # the last one (trainer.py); predict with final/'s, on a base of its own, whole on this rank
+                self.predict(self.final_prefix_model(trainer.args.device), trainer.args.device, zero3=False)
+            else:
+                self.predict(trainer.accelerator.unwrap_model(trainer.model), trainer.args.device,
+                             trainer.is_deepspeed_enabled and trainer.deepspeed.zero_optimization_stage() == 3)
+
+    def final_prefix_model(self, device):
+        from launcher.worker.adapters import prefix
+        from launcher.worker.model import load_base, load_dtype, quantization_kwargs, whole_on_this_rank
+
+        quantization = quantization_kwargs(self.cfg.adapter, self.precision)
+        with whole_on_this_rank():
+            base = load_base(self.cfg, load_dtype(self.precision, "prefix"), quantization=quantization,
+                             device_index=self.local_rank)
+        model = prefix.load(base, self.run.final)
+        return model if quantization else model.to(device)
+
+    def predict(self, model, device, zero3: bool) -> None:
+        """train.do_predict on every rank (launcher/worker/predict.py); rank 0 writes the results. The eval split,
+        or, with no training and no split, every row of data.dataset."""
+        from launcher.worker import predict
+
+        dataset = self.data.eval if self.data.eval is not None else self.data.train
+        log.info("predict: generating for %d rows on %d rank(s)", len(dataset), self.world_size)
+        result = predict.predict(model, self.tokenizer, self.cfg, dataset, rank=self.rank, world=self.world_size,
+                                 device=device, precision=self.precision, zero3=zero3, gather=gather)
+        if result is not None:
+            predict.write(self.run, result)
+
+    def predict_only(self) -> None:
+        """train.do_train=false: the model (with adapter.adapter_name_or_path) predicts; nothing trains or saves."""
+        if self.rank == 0:
+            self.run.summary.write_text(json.dumps({
+                "stage": self.cfg.stage.name.value, "adapter": self.cfg.adapter.name.value, "mode": "predict",
+                "precision": self.precision, "world_size": self.world_size,
+                "adapter_name_or_path": self.cfg.adapter.adapter_name_or_path,
+                "total_params": self.total}, indent=2) + "\n")
+        if self.cfg.adapter.quantization_bit is None:  # a quantized model is placed on its GPU as it loads
+            self.model.to(self.args.device)
+        self.predict(self.model, self.args.device, zero3=False)
+        if self.rank == 0:
+            summary = json.loads(self.run.summary.read_text())
+            summary["wall_time_s"] = round(time.time() - self.started, 3)
+            self.run.summary.write_text(json.dumps(summary, indent=2) + "\n")
 
     def resume_from(self, stage_name: str) -> Path | None:
         """The newest complete checkpoint, when resume=true/auto or a restart/requeue (LAUNCHER_RESUME=1) asks

@@ -118,6 +118,8 @@ def test_every_demo_dataset_converts_for_its_kind():
     stage = {"conversation": "sft", "pairwise": "dpo", "kto": "kto"}
     for name in read_registry(str(DATA)):
         attr = attr_for(name)
+        if attr.source == "hub":  # adgen_train/adgen_eval: the hub's AdvertiseGen, read by the worker only
+            continue
         shaped = [convert(r, detect(attr, rows_of(attr)[0]), "pt" if name == "c4_demo" else stage[attr.kind])
                   for r in rows_of(attr)]
         assert shaped and all(s is not None for s in shaped), name

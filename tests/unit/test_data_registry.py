@@ -30,7 +30,8 @@ def test_registry_entries_map_columns_and_tags():
 
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(DataError, match="data.dataset=alpaka: unknown dataset name; known in .*dataset_info.json: "
-                                        "alpaca_demo, alpaca_en_demo, c4_demo"):
+                                        "adgen_demo_dev, adgen_demo_train, adgen_eval, adgen_train, alpaca_demo, "
+                                        "alpaca_en_demo, c4_demo"):
         resolve_all("alpaka", DATA)
 
 

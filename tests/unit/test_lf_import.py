@@ -228,11 +228,11 @@ def test_qlora_ppo_pt_specific_keys(tmp_path):
 def test_unsupported_keys_are_all_listed():
     m = translate({"stage": "sft", "finetuning_type": "oft", "pref_loss": "orpo", "quantization_method": "hqq",
                    "resume_from_checkpoint": "saves/x/checkpoint-100", "save_only_model": True,
-                   "enable_liger_kernel": True, "use_badam": True, "learning_rate": 1e-4, "do_train": False,
-                   "plot_loss": False})
+                   "enable_liger_kernel": True, "use_badam": True, "learning_rate": 1e-4,
+                   "predict_with_generate": False, "plot_loss": False})
     keys = sorted(u.split("=")[0] for u in m.unsupported)
-    assert keys == ["do_train", "enable_liger_kernel", "finetuning_type", "pref_loss", "quantization_method",
-                    "resume_from_checkpoint", "save_only_model", "use_badam"]
+    assert keys == ["enable_liger_kernel", "finetuning_type", "predict_with_generate", "pref_loss",
+                    "quantization_method", "resume_from_checkpoint", "save_only_model", "use_badam"]
 
 
 def _compose_recipe(recipe_dir: Path, *overrides: str):
@@ -343,3 +343,16 @@ def test_evaluation_keys_map_onto_ours():
     t = cfg.train
     assert (t.compute_accuracy, t.load_best_model_at_end, t.metric_for_best_model, t.greater_is_better,
             t.early_stopping_steps) == (True, True, "eval_accuracy", True, 3)
+
+
+def test_predict_keys_map_to_do_predict_and_generation():
+    m = translate({"stage": "sft", "do_train": False, "do_predict": True, "predict_with_generate": True,
+                   "adapter_name_or_path": "saves/lora", "eval_dataset": "identity", "temperature": 0.5,
+                   "num_beams": 1, "max_source_length": 64, "max_target_length": 128})
+    assert not m.unsupported
+    assert {"train.do_train=false", "train.do_predict=true", "generation.temperature=0.5", "generation.num_beams=1",
+            "data.max_source_length=64", "data.max_target_length=128",
+            # LLaMA-Factory samples 1024 tokens unless told otherwise; we decode greedily 128
+            "generation.do_sample=true", "generation.max_new_tokens=1024"} <= set(m.overrides)
+    assert translate({"stage": "sft", "predict_with_generate": False}).unsupported
+    assert "stage.temperature=0.5" in translate({"stage": "ppo", "temperature": 0.5}).overrides

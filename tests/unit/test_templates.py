@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.data.templates import IGNORE_INDEX, TemplateError, budget, encode, render_segments
+from launcher.data.templates import IGNORE_INDEX, TemplateError, budget, encode, encode_split, render_segments
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},
@@ -92,6 +92,24 @@ def test_cutoff_keeps_a_short_response_whole(tokenizer):
     ids, labels = encode(tokenizer, "default", long_prompt, cutoff_len=64)
     assert len(ids) == 64
     assert tokenizer.decode([t for t in labels if t != IGNORE_INDEX]) == "ok</s>\n"
+
+
+def test_source_and_target_lengths_cut_each_side_then_cutoff_len_caps(tokenizer):
+    row = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "yes " * 300}]
+    ids, labels, prompt_len = encode_split(tokenizer, "default", row, cutoff_len=1024, max_source_length=20,
+                                           max_target_length=7)
+    assert (len(ids), prompt_len) == (27, 20) and labels == [IGNORE_INDEX] * 20 + ids[20:]
+    source = encode_split(tokenizer, "default", row[:1] + [{"role": "assistant", "content": ""}], 1024)
+    assert ids[:20] == source[0][:20]  # the prompt keeps its beginning
+    ids, _, prompt_len = encode_split(tokenizer, "default", row, cutoff_len=16, max_source_length=20,
+                                      max_target_length=7)
+    assert (len(ids), prompt_len) == (16, 9)  # cutoff_len's budget after both cuts: 7 answer tokens kept
+
+
+def test_prompt_len_is_where_the_last_answer_starts(tokenizer):
+    ids, labels, prompt_len = encode_split(tokenizer, "default", CONVERSATION, cutoff_len=1024)
+    assert tokenizer.decode(ids[prompt_len:]) == "5</s>\n"
+    assert ids == encode(tokenizer, "default", CONVERSATION, cutoff_len=1024)[0]
 
 
 def test_budget_splits_in_proportion_when_both_are_long():

@@ -37,6 +37,18 @@ def attach_adapter(model, cfg: Any, precision: str):
     return model
 
 
+def predict_adapter(model, cfg: Any):
+    """train.do_train=false: the trained adapter (adapter_name_or_path's last, after merging the others) loaded for
+    inference; the base alone without one (full, freeze: model_name_or_path is the trained model)."""
+    from launcher.schema import split_list
+
+    paths = split_list(cfg.adapter.adapter_name_or_path)
+    if cfg.adapter.name.value in ("full", "freeze") or not paths:
+        return model
+    log.info("predict: adapter %s", paths[-1])
+    return load_adapter(model, cfg, Path(paths[-1]))
+
+
 def load_adapter(model, cfg: Any, adapter_dir: Path):
     """A trained adapter (a run's final/ or a checkpoint) on its base, for inference."""
     if cfg.adapter.name.value == "prefix":

@@ -1,0 +1,1 @@
+"""Metric code: each module imports only what it scores with (no torch)."""
