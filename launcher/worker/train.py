@@ -81,7 +81,8 @@ class Worker:
             # only, and deepspeed.comm would report a world of 1 (this wraps the existing process group).
             deepspeed.init_distributed()
         self.tokenizer = load_tokenizer(cfg)
-        self.data = self.prepare_data()
+        # stage=eval reads its benchmark's rows itself (launcher/worker/benchmark.py)
+        self.data = self.prepare_data() if cfg.stage.name.value != "eval" else None
         set_seed(cfg.seed)  # again: a new head (rm) or adapter starts the same on every rank
         self.model = load_model(cfg, self.precision, self.local_rank)
         self.trainable, self.total = count_parameters(self.model)
@@ -184,6 +185,10 @@ class Worker:
         from launcher.worker.stages import StageInputs, stage_of
 
         stage_name = self.cfg.stage.name.value
+        if stage_name == "eval":
+            from launcher.worker.benchmark import evaluate
+
+            return evaluate(self)
         stage = stage_of(stage_name)
         resume = self.resume_from(stage_name)
         metrics, peak = MetricsCallback(self.run.metrics), PeakMemory(self.cfg.device.value)
