@@ -331,3 +331,41 @@ def test_the_yaml_trains_with_the_same_training_arguments_and_lora_config_as_our
     assert lora_kwargs(compose(*m.overrides).adapter) == lora_kwargs(compose(*ours).adapter) == {
         "r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"],
         "modules_to_save": None, "use_rslora": False, "use_dora": False}
+
+
+LORA_EVAL = """\
+### model
+model_name_or_path: meta-llama/Meta-Llama-3-8B-Instruct
+adapter_name_or_path: saves/llama3-8b/lora/sft
+trust_remote_code: true
+
+### method
+finetuning_type: lora
+
+### dataset
+task: mmlu_test  # choices: [mmlu_test, ceval_validation, cmmlu_test]
+template: fewshot
+lang: en
+n_shot: 5
+
+### output
+save_dir: saves/llama3-8b/lora/eval
+
+### eval
+batch_size: 4
+"""
+
+
+def test_llama_factory_eval_yaml_is_stage_eval_with_lm_evals_task(tmp_path):
+    """LLaMA-Factory's examples/train_lora/llama3_lora_eval.yaml (v0.9.3; v0.9.4 removed `llamafactory-cli eval`)."""
+    m = translate(load_yaml(_write(tmp_path, LORA_EVAL)))
+    assert m.unsupported == []
+    assert m.overrides[:2] == ["stage=eval", "adapter=lora"]
+    assert {"eval.task=mmlu", "eval.n_shot=5", "eval.batch_size=4", "output_dir=saves/llama3-8b/lora/eval",
+            "adapter.adapter_name_or_path=saves/llama3-8b/lora/sft"} <= set(m.overrides)
+    # no training default of LLaMA-Factory's is added: stage=eval refuses training keys
+    assert not [o for o in m.overrides if o.startswith(("train.", "data."))]
+    assert len(m.lines) == len(load_yaml(tmp_path / "train.yaml"))
+    assert translate({"task": "ceval_validation"}).overrides[-1] == "eval.task=ceval-valid"
+    assert [u.split("=")[0] for u in translate({"task": "mmlu_test", "task_dir": "evaluation"}).unsupported] == \
+        ["task_dir"]
