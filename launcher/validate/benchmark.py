@@ -10,7 +10,7 @@ from launcher.schema import split_list
 from launcher.validate.problem import Problem, show
 
 #: keys that only training reads: typed with stage=eval they would be silently dropped
-TRAINING_KEYS = ("train.", "data.", "global_batch_size", "resume")
+TRAINING_KEYS = ("train.", "data.", "global_batch_size", "resume", "adapter.create_new_adapter")
 
 
 def check_eval(cfg: Any, facts: Facts, typed: frozenset[str]) -> Iterator[Problem]:

@@ -104,7 +104,7 @@ def evaluate(worker) -> None:
         "stage": "eval", "adapter": cfg.adapter.name.value, "precision": worker.precision,
         "world_size": worker.world_size, "model": cfg.model.model_name_or_path,
         "adapter_name_or_path": cfg.adapter.adapter_name_or_path, "eval": record,
-        "trainable_params": worker.trainable, "total_params": worker.total,
+        "total_params": worker.total,
         "wall_time_s": round(time.time() - worker.started, 3), "eval_time_s": round(time.time() - started, 3),
     }, indent=2) + "\n")
     print(f"\n{text}eval results: {run.eval_results}", flush=True)
