@@ -157,7 +157,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("target", help="a finished run dir, or a model directory / hub id")
     parser.add_argument("--checkpoint", help="RUN_DIR: evaluate checkpoint N (or a checkpoint dir), not final/")
     parser.add_argument("overrides", nargs="*", help="task=NAME[,NAME], n_shot=N, limit=N, and `launch` overrides")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     run = None
     try:
         if RunDir(Path(args.target).expanduser()).config.is_file():

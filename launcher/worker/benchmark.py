@@ -49,7 +49,12 @@ def harness_model(worker):
     model = worker.model.eval()
     if cfg.adapter.quantization_bit is None:  # a quantized base is already on its GPU (device_map)
         model.to(worker.args.device)
+    # HFLM warns that a loaded model means "single process": this module gives it its rank below
+    hf_log = logging.getLogger("lm_eval.models.huggingface")
+    level = hf_log.level
+    hf_log.setLevel(logging.ERROR)
     lm = HFLM(pretrained=model, tokenizer=worker.tokenizer, batch_size=cfg.eval.batch_size)
+    hf_log.setLevel(level)
     if worker.world_size > 1:
         from accelerate import Accelerator
 
