@@ -1,4 +1,5 @@
-"""stage=eval on every rank: the worker's model (base + adapter, as for training) scored by lm-evaluation-harness.
+"""stage=eval on every rank: the worker's model (base + adapter, loaded for inference as launch-chat loads a run:
+launcher.worker.model.load_for_eval) scored by lm-evaluation-harness.
 
 The model is handed to lm-eval's HFLM already loaded, so every adapter loads by the project's own code. HFLM's
 own data parallelism needs CUDA and `accelerate launch`; here the ranks are torchrun's (gloo on CPU, NCCL on
