@@ -91,9 +91,16 @@ def evaluate(worker) -> None:
     seed = cfg.seed if e.seed is None else e.seed
     log.info("eval: tasks %s, %d-shot, limit %s, batch %d per rank, %d rank(s)", ",".join(names), e.n_shot,
              e.limit, e.batch_size, worker.world_size)
-    results = evaluator.simple_evaluate(
-        model=lm, tasks=specs, num_fewshot=e.n_shot, limit=e.limit, task_manager=manager, log_samples=True,
-        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+    try:
+        results = evaluator.simple_evaluate(
+            model=lm, tasks=specs, num_fewshot=e.n_shot, limit=e.limit, task_manager=manager, log_samples=True,
+            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+    except (ConnectionError, FileNotFoundError) as err:  # a task's data, read on every rank before any collective
+        from launcher.data.registry import DataError
+
+        raise DataError(f"eval.task={e.task}: a task's data is not on this machine, and nothing is downloaded at run "
+                        f"time ({err}); put its dataset in the Hugging Face cache, or use a task of eval.task_dir "
+                        "with local data files") from err
     if worker.rank != 0:  # the evaluator returns the gathered results on rank 0 only
         return
     summary = summarize(results, list(results["configs"]))

@@ -122,7 +122,8 @@ def test_launch_eval_shorthands_and_typed_keys_win():
         "gpus=2"]
     assert launch_args("/m", ["adapter.adapter_name_or_path=/p", "task=a"], None, "PREFIX_TUNING")[:2] == [
         "stage=eval", "adapter=prefix"]
-    assert launch_args("/m", ["adapter=lora", "task=a"], None, None)[:2] == ["stage=eval", "model.model_name_or_path='/m'"]
+    assert launch_args("/m", ["adapter=lora", "task=a"], None, None)[:2] == [
+        "stage=eval", "model.model_name_or_path='/m'"]
 
 
 def lm_eval_results(**tasks) -> dict:
