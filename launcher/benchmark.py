@@ -150,6 +150,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     from launcher.facts import read_adapter_type
     from launcher.inference import RunError, open_run
     from launcher.rundir import RunDir
+    from launcher.schema import load_run_config
 
     parser = argparse.ArgumentParser(prog="launch-eval", description=__doc__.split("\n\n")[0],
                                      epilog="e.g. launch-eval outputs/tiny_sft_lora/2026... task=tiny_mmlu gpus=2 "
@@ -160,7 +161,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_intermixed_args(argv)
     run = None
     try:
-        if RunDir(Path(args.target).expanduser()).config.is_file():
+        config = RunDir(Path(args.target).expanduser()).config
+        if config.is_file():
+            if load_run_config(str(config)).stage.name.value == "eval":
+                raise RunError(f"{args.target} is a stage=eval run (benchmark results, no model); give the run it "
+                               "evaluated, or its model")
             trained = open_run(args.target, args.checkpoint)
             if trained.cfg.stage.name.value == "rm":
                 raise RunError(f"{args.target} is a reward model (stage=rm): it scores answers, it does not "

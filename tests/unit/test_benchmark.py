@@ -14,7 +14,7 @@ from launcher.plan import build_plan
 from launcher.schema import typed
 from launcher.typed import typed_keys
 from launcher.validate import validate
-from tests.support import compose, facts, run_launch
+from tests.support import compose, facts, run_launch, run_module
 
 TASKS = PROJECT_ROOT / "evaluation" / "tasks"
 TINY = EvalTaskFacts(task_dir_exists=True, local=("tiny_mmlu",))
@@ -140,3 +140,13 @@ def test_average_is_weighted_by_rows_with_pooled_stderr():
     assert table(s) == ("| task | n_shot | samples | acc (%) | acc_norm (%) |\n|---|---|---|---|---|\n"
                         "| a | 5 | 10 | 100.00 ± 0.00 | - |\n| b | 5 | 30 | 50.00 ± 10.00 | - |\n"
                         "| average |  | 40 | 62.50 ± 7.50 | - |\n")
+
+
+@pytest.mark.parametrize("stage, wanted", [("sft", "final does not exist: the run has not finished"),
+                                           ("eval", "is a stage=eval run (benchmark results, no model)")])
+def test_launch_eval_refuses_a_run_without_a_model(tmp_path, stage, wanted):
+    from omegaconf import OmegaConf
+
+    OmegaConf.save(compose("device=cpu", f"stage={stage}"), tmp_path / "config.yaml", resolve=True)
+    r = run_module("launcher.benchmark", str(tmp_path), "task=tiny_mmlu", cwd=tmp_path)
+    assert r.returncode == 2 and wanted in r.stderr and r.stderr.startswith("launch-eval: error: ")
