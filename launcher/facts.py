@@ -154,6 +154,18 @@ class ModelDirFacts:
 
 
 @dataclass(frozen=True)
+class EvalTaskFacts:
+    """stage=eval: what eval.task_dir defines (lm-eval's own index of its yamls) and what the requested tasks need."""
+    task_dir_exists: bool = False
+    #: task, group and tag names the yamls in task_dir define
+    local: tuple[str, ...] = ()
+    #: requested names not in task_dir -> whether lm-eval's own tasks have them (looked up only then: ~10 s)
+    harness: Mapping[str, bool] = field(default_factory=dict)
+    #: local task -> its data files (split -> path) that are not there
+    missing_files: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Facts:
     python: str = sys.executable
     hostname: str = "localhost"
@@ -200,6 +212,8 @@ class Facts:
     wandb_credentials: Optional[bool] = None
     #: the directory `launch` runs in (launch.sh cds there); "" = unknown
     cwd: str = ""
+    #: stage=eval's tasks; None for the other stages
+    eval_tasks: Optional[EvalTaskFacts] = None
 
 
 def is_local_path(name: str) -> bool:
@@ -629,7 +643,36 @@ def gather_facts(cfg: Any, env: Optional[Mapping[str, str]] = None) -> Facts:
         cwd=os.getcwd(),
         wandb_credentials=has_wandb_credentials(env) if "wandb" in cfg.logger.report_to
         and cfg.logger.wandb_mode == "online" else None,
+        eval_tasks=scan_eval_tasks(cfg.eval.task_dir, split_list(cfg.eval.task))
+        if str(getattr(cfg.stage.name, "value", cfg.stage.name)) == "eval" else None,
     )
+
+
+def scan_eval_tasks(task_dir: str, wanted: list[str]) -> EvalTaskFacts:
+    """Index eval.task_dir with lm-eval's own indexer (yaml only: no torch, no dataset read)."""
+    from launcher.benchmark import data_files
+
+    root = Path(task_dir).expanduser()
+    if not root.is_dir():
+        return EvalTaskFacts()
+    from lm_eval.tasks._index import Kind, TaskIndex
+
+    index = TaskIndex.build([root])
+    missing = {}
+    for name, entry in index.items():
+        if entry.kind == Kind.TASK and entry.yaml_path is not None:
+            absent = {k: p for k, p in data_files(entry.cfg or {}, Path(entry.yaml_path).parent).items()
+                      if not Path(p).exists()}
+            if absent:
+                missing[name] = absent
+    elsewhere = [w for w in wanted if w not in index]
+    harness: dict[str, bool] = {}
+    if elsewhere:
+        import lm_eval.tasks
+
+        known = TaskIndex.build([Path(lm_eval.tasks.__file__).parent])
+        harness = {w: w in known for w in elsewhere}
+    return EvalTaskFacts(task_dir_exists=True, local=tuple(sorted(index)), harness=harness, missing_files=missing)
 
 
 def node_facts(cfg: Any, ds_config_path: Optional[str] = None) -> Facts:

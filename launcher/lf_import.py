@@ -70,6 +70,8 @@ DIRECT = {
     "early_stopping_steps": "train.early_stopping_steps",
     "dataloader_num_workers": "train.dataloader_num_workers", "ddp_timeout": "train.ddp_timeout",
     "gradient_checkpointing": "train.gradient_checkpointing",
+    # EvaluationArguments (an eval yaml: `task` makes it stage=eval)
+    "n_shot": "eval.n_shot", "batch_size": "eval.batch_size", "save_dir": "output_dir",
 }
 DIRECT = {k: v for k, v in DIRECT.items() if v}
 
@@ -96,6 +98,8 @@ LF_GENERATION_DEFAULTS = {"do_sample": True, "max_new_tokens": 1024}
 ATTN = {"fa2": "flash_attention_2", "sdpa": "sdpa", "disabled": "eager"}
 #: LLaMA-Factory pref_loss values TRL's DPO trains as such
 PREF_LOSSES = ("sigmoid", "hinge", "ipo")
+#: LLaMA-Factory's eval tasks (name_split) -> lm-eval's task of the same benchmark
+LF_EVAL_TASKS = {"mmlu": "mmlu", "cmmlu": "cmmlu", "ceval": "ceval-valid"}
 #: our groups an import chooses (the rest of its overrides are keys)
 GROUPS = ("stage", "adapter", "precision", "zero", "logger")
 REPORT_TO = {(): "none", ("none",): "none", ("tensorboard",): "tensorboard", ("wandb",): "wandb",
@@ -173,6 +177,27 @@ def _flag(m: Mapping, key: str, value: Any, ok: bool, why_ok: str, why_not: str)
         m.refuse(key, value, why_not)
 
 
+def _eval_keys(m: Mapping, rest: dict) -> None:
+    """LLaMA-Factory's EvaluationArguments that do not map one to one (n_shot, batch_size, save_dir do)."""
+    task = str(rest.pop("task"))
+    name, _, split = task.rpartition("_")
+    if name in LF_EVAL_TASKS and split in ("test", "validation", "train"):
+        m.add("task", task, _set("eval.task", LF_EVAL_TASKS[name]))
+        m.lines[-1] += f" (lm-eval's {LF_EVAL_TASKS[name]}: its own split; stage=eval, `llamafactory-cli eval` is gone)"
+    else:
+        m.add("task", task, _set("eval.task", task))
+    if "task_dir" in rest:
+        m.refuse("task_dir", rest.pop("task_dir"), "LLaMA-Factory's task dir holds its own loader scripts; "
+                 "eval.task_dir takes lm-eval task yamls (the project's: evaluation/tasks)")
+    if "lang" in rest:
+        m.noop("lang", rest.pop("lang"), "an lm-eval task has its prompt language: mmlu English, cmmlu and "
+               "ceval-valid Chinese")
+    if "template" in rest:
+        m.noop("template", rest.pop("template"), "lm-eval writes the task's own few-shot prompt")
+    if "download_mode" in rest:
+        m.noop("download_mode", rest.pop("download_mode"), "nothing is downloaded at run time: task data is local")
+
+
 def translate(lf: dict) -> Mapping:
     """LLaMA-Factory train yaml (a dict) -> our overrides. Pure."""
     m = Mapping()
@@ -180,7 +205,11 @@ def translate(lf: dict) -> Mapping:
     rest = dict(lf)
 
     stage = rest.pop("stage", "sft")
-    if stage in ("pt", "sft", "rm", "dpo", "kto", "ppo"):
+    if "task" in rest:  # an eval yaml (llamafactory-cli eval, removed in LLaMA-Factory v0.9.4)
+        stage = "eval"
+        groups.append("stage=eval")
+        _eval_keys(m, rest)
+    elif stage in ("pt", "sft", "rm", "dpo", "kto", "ppo"):
         groups.append(f"stage={stage}")
         m.lines.append(f"stage={stage} -> stage={stage}")
     else:
@@ -199,7 +228,7 @@ def translate(lf: dict) -> Mapping:
 
     # a key the file leaves out means LLaMA-Factory's default, where it differs from ours
     defaulted = [k for k, (value, applies) in LF_DEFAULTS.items()
-                 if k not in rest and applies(stage, ftype)]
+                 if k not in rest and applies(stage, ftype) and stage != "eval"]
     rest.update({k: LF_DEFAULTS[k][0] for k in defaulted})
     if rest.get("do_predict") and stage != "ppo":
         generation_defaulted = [k for k in LF_GENERATION_DEFAULTS if k not in rest]

@@ -188,6 +188,9 @@ def threads_per_rank(cfg: Any, facts: Facts, nproc: int) -> dict[str, str]:
 
 def worker_env(cfg: Any, facts: Facts, run_dir: str, nproc: int) -> dict[str, str]:
     env = {**threads_per_rank(cfg, facts, nproc), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    if str(getattr(cfg.stage.name, "value", cfg.stage.name)) == "eval":
+        # benchmarks read local task data and models only: a missing dataset fails at once, never downloads
+        env |= {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     if cfg.device == Device.cpu and (cfg.zero.name != "none" or cfg.backend.name == BackendType.deepspeed):
         env["DS_ACCELERATOR"] = "cpu"  # else DeepSpeed picks CUDA wherever a GPU is visible
     report_to = list(cfg.logger.report_to)

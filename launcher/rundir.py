@@ -95,6 +95,16 @@ class RunDir:
         return self.root / "summary.json"
 
     @property
+    def eval_results(self) -> Path:
+        """eval_results.json: stage=eval's benchmark results per task and averaged (rank 0)."""
+        return self.root / "eval_results.json"
+
+    @property
+    def eval_samples(self) -> Path:
+        """eval_samples.jsonl: stage=eval with eval.log_samples: one row per benchmark row and task."""
+        return self.root / "eval_samples.jsonl"
+
+    @property
     def attempts(self) -> Path:
         """attempts/N/: what each launch into this run dir was given (config, overrides, launch.sh)."""
         return self.root / "attempts"

@@ -101,6 +101,8 @@ class Stage(str, Enum):
     ppo = "ppo"
     grpo = "grpo"
     rloo = "rloo"
+    #: few-shot benchmarks through lm-evaluation-harness (the eval.* keys); trains nothing
+    eval = "eval"
 
 
 class MixStrategy(str, Enum):
@@ -467,6 +469,27 @@ class GenerationConfig:
 
 
 @dataclass
+class EvalConfig:
+    """stage=eval: few-shot benchmarks through lm-evaluation-harness (LLaMA-Factory's EvaluationArguments names)."""
+
+    #: task (or group) names, comma-separated: yaml task definitions in task_dir, or the harness's own tasks
+    #: where their data is already on this machine (nothing is downloaded at run time)
+    task: Optional[str] = comma_list(None)
+    #: lm-eval task yamls (and their data files, relative to each yaml)
+    task_dir: str = "${project_root:}/evaluation/tasks"
+    #: examples in each prompt (LLaMA-Factory's default 5)
+    n_shot: int = allowed(5, ge=0, hint="e.g. 5; 0: zero-shot")
+    #: requests per forward on each rank (LLaMA-Factory's default 4)
+    batch_size: int = allowed(4, ge=1, hint="e.g. 4-32")
+    #: rows per task (the first ones); None = all
+    limit: Optional[int] = allowed(None, ge=1, hint="rows per task, or null for all")
+    #: seed of few-shot sampling; None = the run's seed
+    seed: Optional[int] = allowed(None, ge=0, hint="e.g. 42, or null for the run's seed")
+    #: also write each row's prompt, loglikelihoods and score to eval_samples.jsonl (lm-eval's log_samples)
+    log_samples: bool = False
+
+
+@dataclass
 class LaunchConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     stage: StageConfig = field(default_factory=StageConfig)
@@ -479,6 +502,7 @@ class LaunchConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     #: run name: outputs/<name>/<timestamp>/
     name: str = "run"

@@ -89,6 +89,8 @@ TEMPLATES = {t.name: t for t in [
     # ChatGLM2's own build_prompt: numbered rounds separated by a blank line; no system turn of its own.
     Template("chatglm2", prefix="[gMASK]sop", system="{content}\n\n", user="[Round {idx}]\n\n问：{content}\n\n答：",
              assistant="{content}", separator="\n\n", efficient_eos=True),
+    # No formatting (LLaMA-Factory's `empty`): the prompt as written, e.g. a benchmark's own prompt text.
+    Template("empty", prefix="", system="{content}\n", user="{content}", assistant="{content}{eos}"),
     Template("chatglm3", prefix="[gMASK]sop", system="<|system|>\n{content}", user="<|user|>\n{content}<|assistant|>",
              assistant="\n{content}", tool="<|observation|>\n{content}<|assistant|>", efficient_eos=True),
 ]}

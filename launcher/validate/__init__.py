@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from launcher.facts import Facts
+from launcher.validate.benchmark import check_eval
 from launcher.validate.container import check_container
 from launcher.validate.data import check_data
 from launcher.validate.devices import check_visible_devices
@@ -38,7 +39,8 @@ def validate(cfg: Any, facts: Facts, typed: frozenset[str] = frozenset()) -> lis
     # a later check whose arithmetic that value breaks (a division by gpus=0) is skipped.
     out_of_range = {p.key for p in ranges}
     problems = list(ranges)
-    for check in (*CHECKS, lambda cfg, facts: check_typed(cfg, facts, typed)):
+    for check in (*CHECKS, lambda cfg, facts: check_typed(cfg, facts, typed),
+                  lambda cfg, facts: check_eval(cfg, facts, typed)):
         try:
             found = list(check(cfg, facts))
         except ArithmeticError:

@@ -15,7 +15,9 @@ EVAL_STRATEGIES = ("no", "steps", "epoch")
 
 
 def check_data(cfg: Any, facts: Facts) -> Iterator[Problem]:
-    d = cfg.data
+    d, stage = cfg.data, show(cfg.stage.name)
+    if stage == "eval":  # benchmarks read their tasks' rows (validate/benchmark.py), not data.*
+        return
     names = dataset_names(d.dataset) if d.dataset is not None else []
     if not names:
         yield Problem("data.dataset", d.dataset, "name at least one dataset: a name from dataset_info.json, a "

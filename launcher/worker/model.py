@@ -155,6 +155,17 @@ def load_model(cfg: Any, precision: str, device_index: int = 0):
     return model
 
 
+def load_for_eval(cfg: Any, precision: str, device_index: int = 0):
+    """stage=eval: the base in the compute dtype with adapter_name_or_path loaded for inference as launch-chat loads
+    a run (LoRA: the adapters before the last merged, the last loaded; prefix: its prefix); none: the base."""
+    paths = split_list(cfg.adapter.adapter_name_or_path)
+    model = load_base(cfg, DTYPES[COMPUTE_DTYPES[precision]], quantization=quantization_kwargs(cfg.adapter, precision),
+                      device_index=device_index)
+    if cfg.adapter.name.value in ("full", "freeze") or not paths:
+        return model.eval()
+    return load_adapter(model, cfg, Path(paths[-1])).eval()
+
+
 def load_trained(cfg: Any, final_dir: Path, dtype: str, quantize: bool = False):
     """A run's trained model for inference, weights in `dtype` (fp32, bf16, fp16): final/ is the whole model
     (full, freeze) or the adapter on the config's base, after the adapters the run merged first."""

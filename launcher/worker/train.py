@@ -48,7 +48,8 @@ class Worker:
                            uses_deepspeed=self.cfg.zero.name != "none" or self.cfg.backend.name.value == "deepspeed")
         from transformers import set_seed
 
-        from launcher.worker.model import count_parameters, load_model, load_tokenizer, resolve_precision
+        from launcher.worker.model import (count_parameters, load_for_eval, load_model, load_tokenizer,
+                                           resolve_precision)
 
         cfg = self.cfg
         log.info("rank %d/%d (node %s, local %d) on %s%s starting in %s", self.rank, self.world_size,
@@ -81,9 +82,11 @@ class Worker:
             # only, and deepspeed.comm would report a world of 1 (this wraps the existing process group).
             deepspeed.init_distributed()
         self.tokenizer = load_tokenizer(cfg)
-        self.data = self.prepare_data()
+        # stage=eval reads its benchmark's rows itself (launcher/worker/benchmark.py)
+        self.data = self.prepare_data() if cfg.stage.name.value != "eval" else None
         set_seed(cfg.seed)  # again: a new head (rm) or adapter starts the same on every rank
-        self.model = load_model(cfg, self.precision, self.local_rank)
+        load = load_for_eval if cfg.stage.name.value == "eval" else load_model  # eval: nothing trains
+        self.model = load(cfg, self.precision, self.local_rank)
         self.trainable, self.total = count_parameters(self.model)
         log.info("trainable params: %d / %d (%.4f%%), adapter %s, precision %s", self.trainable, self.total,
                  100 * self.trainable / self.total, cfg.adapter.name.value, self.precision)
@@ -191,6 +194,10 @@ class Worker:
             self.predict_only()
             return
         stage_name = self.cfg.stage.name.value
+        if stage_name == "eval":
+            from launcher.worker.benchmark import evaluate
+
+            return evaluate(self)
         stage = stage_of(stage_name)
         resume = self.resume_from(stage_name)
         metrics, peak = MetricsCallback(self.run.metrics), PeakMemory(self.cfg.device.value)

@@ -356,3 +356,41 @@ def test_predict_keys_map_to_do_predict_and_generation():
             "generation.do_sample=true", "generation.max_new_tokens=1024"} <= set(m.overrides)
     assert translate({"stage": "sft", "predict_with_generate": False}).unsupported
     assert "stage.temperature=0.5" in translate({"stage": "ppo", "temperature": 0.5}).overrides
+
+
+LORA_EVAL = """\
+### model
+model_name_or_path: meta-llama/Meta-Llama-3-8B-Instruct
+adapter_name_or_path: saves/llama3-8b/lora/sft
+trust_remote_code: true
+
+### method
+finetuning_type: lora
+
+### dataset
+task: mmlu_test  # choices: [mmlu_test, ceval_validation, cmmlu_test]
+template: fewshot
+lang: en
+n_shot: 5
+
+### output
+save_dir: saves/llama3-8b/lora/eval
+
+### eval
+batch_size: 4
+"""
+
+
+def test_llama_factory_eval_yaml_is_stage_eval_with_lm_evals_task(tmp_path):
+    """LLaMA-Factory's examples/train_lora/llama3_lora_eval.yaml (v0.9.3; v0.9.4 removed `llamafactory-cli eval`)."""
+    m = translate(load_yaml(_write(tmp_path, LORA_EVAL)))
+    assert m.unsupported == []
+    assert m.overrides[:2] == ["stage=eval", "adapter=lora"]
+    assert {"eval.task=mmlu", "eval.n_shot=5", "eval.batch_size=4", "output_dir=saves/llama3-8b/lora/eval",
+            "adapter.adapter_name_or_path=saves/llama3-8b/lora/sft"} <= set(m.overrides)
+    # no training default of LLaMA-Factory's is added: stage=eval refuses training keys
+    assert not [o for o in m.overrides if o.startswith(("train.", "data."))]
+    assert len(m.lines) == len(load_yaml(tmp_path / "train.yaml"))
+    assert translate({"task": "ceval_validation"}).overrides[-1] == "eval.task=ceval-valid"
+    assert [u.split("=")[0] for u in translate({"task": "mmlu_test", "task_dir": "evaluation"}).unsupported] == \
+        ["task_dir"]

@@ -31,6 +31,7 @@ RENDERED = {
             "Hello!<|im_end|>\n<|im_start|>user\nAdd 2 and 3<|im_end|>\n<|im_start|>assistant\n5<|im_end|>\n",
     "chatglm2": "[gMASK]sopBe brief.\n\n[Round 1]\n\n问：Hi\n\n答：Hello!\n\n[Round 2]\n\n问：Add 2 and 3\n\n答：5</s>",
     "chatglm3": "[gMASK]sop<|system|>\nBe brief.<|user|>\nHi<|assistant|>\nHello!<|user|>\nAdd 2 and 3<|assistant|>\n5</s>",
+    "empty": "Be brief.\nHiHello!</s>Add 2 and 35</s>",
 }
 RESPONSES = {
     "auto": ["Hello!</s>\n", "5</s>\n"], "default": ["Hello!</s>\n", "5</s>\n"],
@@ -39,6 +40,7 @@ RESPONSES = {
     "chatml": ["Hello!<|im_end|>\n", "5<|im_end|>\n"], "qwen": ["Hello!<|im_end|>\n", "5<|im_end|>\n"],
     # ChatGLM: one eos, at the end of the conversation (LLaMA-Factory's efficient_eos)
     "chatglm2": ["Hello!", "5</s>"], "chatglm3": ["\nHello!", "\n5</s>"],
+    "empty": ["Hello!</s>", "5</s>"],
 }
 
 
