@@ -420,7 +420,7 @@ class TrainConfig:
     #: None = logging_steps
     eval_steps: Optional[int] = allowed(None, ge=1, hint="or null for logging_steps")
     per_device_eval_batch_size: int = allowed(8, ge=1, hint="e.g. 8")
-    # evaluation while training (launcher/eval_metrics.py; LLaMA-Factory's and transformers' names)
+    # evaluation while training (launcher/metrics/training.py; LLaMA-Factory's and transformers' names)
     #: pt, sft: next-token accuracy on the label tokens, logged as eval_accuracy (argmax ids kept, not logits)
     compute_accuracy: bool = False
     #: end with the best evaluation's weights in final/ (its checkpoint is never rotated away)

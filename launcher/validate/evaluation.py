@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from launcher.eval_metrics import EVAL_STAGES, LM_STAGES, metric_key
+from launcher.metrics.training import EVAL_STAGES, LM_STAGES, metric_key
 from launcher.schema import TrainConfig
 from launcher.validate.data import has_eval_split
 from launcher.validate.problem import Problem, show

@@ -1,5 +1,5 @@
 """Evaluation while training, on top of transformers' Trainer: the best checkpoint (load_best_model_at_end) and
-early stopping, and what summary.json records of them. The metrics themselves: launcher/eval_metrics.py."""
+early stopping, and what summary.json records of them. The metrics themselves: launcher/metrics/training.py."""
 from __future__ import annotations
 
 import logging
@@ -11,7 +11,7 @@ import numpy as np
 from transformers import EarlyStoppingCallback, TrainerCallback
 
 from launcher.checkpoints import checkpoint_step
-from launcher.eval_metrics import greater_is_better, metric_key
+from launcher.metrics.training import greater_is_better, metric_key
 
 log = logging.getLogger(__name__)
 

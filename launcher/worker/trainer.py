@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from transformers import Trainer
 
-from launcher.eval_metrics import perplexity
+from launcher.metrics.training import perplexity
 from launcher.worker.adapters.prefix import prefix_saveable
 
 

@@ -8,7 +8,7 @@ def build(inputs):
     from transformers import TrainingArguments
 
     from launcher.data.collator import PaddingCollator
-    from launcher.eval_metrics import argmax_ids, compute_accuracy
+    from launcher.metrics.training import argmax_ids, compute_accuracy
     from launcher.worker.trainer import LauncherTrainer
 
     data = inputs.data

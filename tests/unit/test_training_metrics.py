@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from launcher.eval_metrics import argmax_ids, greater_is_better, next_token_accuracy, perplexity
+from launcher.metrics.training import argmax_ids, greater_is_better, next_token_accuracy, perplexity
 
 
 def test_accuracy_scores_prediction_t_against_label_t_plus_1_on_label_tokens_only():
