@@ -34,6 +34,14 @@ def gather(value) -> list:
     return out
 
 
+def without_deepspeed() -> None:
+    """A run without DeepSpeed never imports it: accelerate's unwrap_model imports deepspeed (about 0.5 s and
+    tens of MB per rank) only to ask whether the model is a DeepSpeedEngine, which no model of such a run is."""
+    import accelerate.utils.other
+
+    accelerate.utils.other.is_deepspeed_available = lambda: False
+
+
 class Worker:
     def __init__(self, run_dir: str, signals: StopSignals | None = None):
         self.run = RunDir(Path(run_dir).resolve())
@@ -44,8 +52,10 @@ class Worker:
         self.signals = signals or StopSignals()
 
     def setup(self) -> None:
-        setup_rank_logging(self.run.rank_log(self.rank), self.rank,
-                           uses_deepspeed=self.cfg.zero.name != "none" or self.cfg.backend.name.value == "deepspeed")
+        uses_deepspeed = self.cfg.zero.name != "none" or self.cfg.backend.name.value == "deepspeed"
+        setup_rank_logging(self.run.rank_log(self.rank), self.rank, uses_deepspeed=uses_deepspeed)
+        if not uses_deepspeed:
+            without_deepspeed()
         from transformers import set_seed
 
         from launcher.worker.model import count_parameters, load_model, load_tokenizer, resolve_precision
