@@ -53,6 +53,9 @@ class Worker:
 
     def setup(self) -> None:
         uses_deepspeed = self.cfg.zero.name != "none" or self.cfg.backend.name.value == "deepspeed"
+        # A rank other than local rank 0 loads its model while that one tokenizes, unless loading runs
+        # collectives (ZeRO-3's zero.Init), which would wait on the tokenizing rank up to ddp_timeout.
+        self.model_first = self.local_rank != 0 and not uses_deepspeed
         setup_rank_logging(self.run.rank_log(self.rank), self.rank, uses_deepspeed=uses_deepspeed)
         if not uses_deepspeed:
             without_deepspeed()
@@ -91,9 +94,12 @@ class Worker:
             # only, and deepspeed.comm would report a world of 1 (this wraps the existing process group).
             deepspeed.init_distributed()
         self.tokenizer = load_tokenizer(cfg)
-        self.data = self.prepare_data()
+        if not self.model_first:
+            self.data = self.prepare_data()
         set_seed(cfg.seed)  # again: a new head (rm) or adapter starts the same on every rank
         self.model = load_model(cfg, self.precision, self.local_rank)
+        if self.model_first:
+            self.data = self.prepare_data()
         self.trainable, self.total = count_parameters(self.model)
         log.info("trainable params: %d / %d (%.4f%%), adapter %s, precision %s", self.trainable, self.total,
                  100 * self.trainable / self.total, cfg.adapter.name.value, self.precision)
