@@ -7,6 +7,7 @@ are common to all stages. Rank 0 alone logs metrics, reports to TensorBoard/wand
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -34,6 +35,14 @@ def gather(value) -> list:
     return out
 
 
+def without_deepspeed() -> None:
+    """A run without DeepSpeed never imports it: accelerate's unwrap_model imports deepspeed (about 0.5 s and
+    tens of MB per rank) only to ask whether the model is a DeepSpeedEngine, which no model of such a run is."""
+    import accelerate.utils.other
+
+    accelerate.utils.other.is_deepspeed_available = lambda: False
+
+
 class Worker:
     def __init__(self, run_dir: str, signals: StopSignals | None = None):
         self.run = RunDir(Path(run_dir).resolve())
@@ -44,8 +53,13 @@ class Worker:
         self.signals = signals or StopSignals()
 
     def setup(self) -> None:
-        setup_rank_logging(self.run.rank_log(self.rank), self.rank,
-                           uses_deepspeed=self.cfg.zero.name != "none" or self.cfg.backend.name.value == "deepspeed")
+        uses_deepspeed = self.cfg.zero.name != "none" or self.cfg.backend.name.value == "deepspeed"
+        # A rank other than local rank 0 loads its model while that one tokenizes, unless loading runs
+        # collectives (ZeRO-3's zero.Init), which would wait on the tokenizing rank up to ddp_timeout.
+        self.model_first = self.local_rank != 0 and not uses_deepspeed
+        setup_rank_logging(self.run.rank_log(self.rank), self.rank, uses_deepspeed=uses_deepspeed)
+        if not uses_deepspeed:
+            without_deepspeed()
         from transformers import set_seed
 
         from launcher.worker.model import (count_parameters, load_for_eval, load_model, load_tokenizer,
@@ -82,11 +96,15 @@ class Worker:
             # only, and deepspeed.comm would report a world of 1 (this wraps the existing process group).
             deepspeed.init_distributed()
         self.tokenizer = load_tokenizer(cfg)
-        # stage=eval reads its benchmark's rows itself (launcher/worker/benchmark.py)
-        self.data = self.prepare_data() if cfg.stage.name.value != "eval" else None
+        evaluating = cfg.stage.name.value == "eval"  # reads its benchmark's rows itself (worker/benchmark.py)
+        prepare = (lambda: None) if evaluating else self.prepare_data
+        if not self.model_first:
+            self.data = prepare()
         set_seed(cfg.seed)  # again: a new head (rm) or adapter starts the same on every rank
-        load = load_for_eval if cfg.stage.name.value == "eval" else load_model  # eval: nothing trains
+        load = load_for_eval if evaluating else load_model  # eval: nothing trains
         self.model = load(cfg, self.precision, self.local_rank)
+        if self.model_first:
+            self.data = prepare()
         self.trainable, self.total = count_parameters(self.model)
         log.info("trainable params: %d / %d (%.4f%%), adapter %s, precision %s", self.trainable, self.total,
                  100 * self.trainable / self.total, cfg.adapter.name.value, self.precision)
@@ -221,6 +239,8 @@ class Worker:
         # our progress line (progress.py) instead of transformers' raw dicts (disable_tqdm: no tqdm bar either)
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(ProgressCallback())
+        gc.collect()  # what loading left in reference cycles (the collector is off since __main__)
+        gc.enable()
         result = trainer.train(resume_from_checkpoint=str(resume)) if resume else trainer.train()
         stopped = preempt.stopped_at is not None
         early = {"early_stopped_at": stop.stopped_at} if stop is not None and stop.stopped_at is not None else {}
