@@ -52,13 +52,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--dry-run", action="store_true", help="print the commands it would run and exit 0 (no GPU)")
-    parser.add_argument("--steps", type=int, default=10, help="optimizer steps per run (default 10)")
+    parser.add_argument("--steps", type=int, default=8, help="optimizer steps per run (default 8)")
     parser.add_argument("--micro-batch", type=int, default=2, choices=[1, 2, 4, 8],
                         help="rows per device per step (global batch 8; default 2)")
     parser.add_argument("--work", type=Path, default=Path("~/.cache/launcher-gpu-check").expanduser(),
                         help="models, data and runs (default ~/.cache/launcher-gpu-check; the 7B model takes 13.5 GB)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks.md",
                         help="report whose '## GPU' section is replaced (default docs/benchmarks.md)")
+    parser.add_argument("--budget-min", type=float, default=8.0,
+                        help="start no further case after this many minutes (default 8; the report says which)")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak dense bf16 TFLOP/s, if not in the table")
     args = parser.parse_args(argv)
     if args.steps < 1:
@@ -111,10 +113,14 @@ def build_models(work: Path) -> None:
         started = time.perf_counter()
         config = LlamaConfig(vocab_size=32000, max_position_embeddings=4096, bos_token_id=tok.bos_token_id,
                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=False,
-                             torch_dtype="bfloat16", **shape)
+                             **shape)
         torch.manual_seed(0)
-        with torch.device("cuda"):
-            model = LlamaForCausalLM(config).to(torch.bfloat16)
+        torch.set_default_dtype(torch.bfloat16)  # initialized in bf16 directly: no fp32 copy of 7B on the GPU
+        try:
+            with torch.device("cuda"):
+                model = LlamaForCausalLM(config)
+        finally:
+            torch.set_default_dtype(torch.float32)
         model.save_pretrained(out, max_shard_size="5GB")
         tok.save_pretrained(out)
         del model
@@ -150,10 +156,13 @@ def run_case(case: tuple, args: argparse.Namespace, flops: float | None) -> dict
     if r.returncode or not (run / "summary.json").is_file():
         return {**row, "failed": f"exit {r.returncode}; see {run}/logs"}
     s = json.loads((run / "summary.json").read_text())
-    row.update(precision=s["precision"], tokens_per_s=s["tokens_per_s"],
+    # steady state: the median logged step after the first (model load and warm-up are not training speed)
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()[1:]]
+    rates = sorted(m["tokens_per_s"] for m in steps if m.get("tokens_per_s")) or [s["tokens_per_s"]]
+    row.update(precision=s["precision"], tokens_per_s=rates[len(rates) // 2],
                peak_memory_gib=max(s["peak_memory_mb_per_rank"]) / 1024, peak_memory_kind=s["peak_memory_kind"],
                trained_tokens=s["trained_tokens"], steps=s["steps"], final_loss=s["final_loss"])
-    row["mfu"] = 6 * row["params"] * s["tokens_per_s"] / flops if flops else None
+    row["mfu"] = 6 * row["params"] * row["tokens_per_s"] / flops if flops else None
     return row
 
 
@@ -162,8 +171,8 @@ def render(rows: list[dict], meta: dict) -> str:
              f"Measured {meta['date']} on {meta['device']} (peak dense bf16 {meta['peak']}), torch {meta['torch']}, "
              f"CUDA {meta['cuda']}, launcher at `{meta['git']}`. {meta['steps']} steps of global batch 8 rows x 2,048 "
              f"tokens (packing, micro-batch {meta['micro_batch']}), random weights, one GPU; `precision=auto` picked "
-             f"**{meta['auto_precision']}**. MFU = 6 x parameters x tokens/s / peak. Command: "
-             f"`scripts/gpu_check.sh` ({meta['wall_min']:.1f} min in all).", "",
+             f"**{meta['auto_precision']}**. tokens/s: the median logged step after the first; MFU = 6 x parameters "
+             f"x tokens/s / peak. Command: `scripts/gpu_check.sh` ({meta['wall_min']:.1f} min in all).", "",
              "| run | model | tokens/s | peak memory (GiB) | MFU | final loss |", "|---|---|---|---|---|---|"]
     for r in rows:
         what = f"{r['model']} ({r['params'] / 1e9:.2f}B)"
@@ -208,7 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.cuda.get_device_name(0)
     flops = peak_flops(device, args.peak_tflops)
     subprocess.run(build_cmd(args), check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    rows = [run_case(case, args, flops) for case in CASES]
+    rows = []
+    for case in CASES:
+        if time.perf_counter() - started > args.budget_min * 60:
+            rows.append({"case": case[0], "model": case[1], "params": params_of(SHAPES[case[1]]),
+                         "skipped": f"not started: past the {args.budget_min:g}-minute budget"})
+            continue
+        rows.append(run_case(case, args, flops))
     auto = rows[0].get("precision", "n/a")
     git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True).stdout.strip()

@@ -105,3 +105,20 @@ def test_gpu_check_refuses_clearly_without_cuda(tmp_path):
                          "--out", str(out), timeout=120)
     assert refused.returncode == 2 and "no CUDA device is visible" in refused.stderr and "--dry-run" in refused.stderr
     assert not out.exists() and not (tmp_path / "venv").exists()
+
+
+def test_gpu_check_report_replaces_only_the_gpu_section(tmp_path):
+    gpu = script_module("gpu_check")
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Benchmarks\n\nCPU figures\n\n## GPU\n\nPending.\n")
+    meta = {"date": "d", "device": "NVIDIA H200", "peak": "989 TFLOP/s", "torch": "2.11.0", "cuda": "12.8",
+            "git": "abc", "steps": 8, "micro_batch": 2, "auto_precision": "bf16", "wall_min": 7.5}
+    rows = [{"case": "LoRA, sdpa, precision=auto", "model": "llama7b", "params": gpu.params_of(gpu.SHAPES["llama7b"]),
+             "tokens_per_s": 12000.0, "peak_memory_gib": 40.0, "final_loss": 10.1,
+             "mfu": 6 * gpu.params_of(gpu.SHAPES["llama7b"]) * 12000 / gpu.peak_flops("NVIDIA H200", None)},
+            {"case": "LoRA, flash_attention_2", "model": "llama7b", "params": 1, "skipped": "flash_attn does not import"}]
+    gpu.write_section(out, gpu.render(rows, meta))
+    text = out.read_text()
+    assert text.startswith("# Benchmarks\n\nCPU figures\n\n## GPU\n") and "Pending" not in text
+    assert "| LoRA, sdpa, precision=auto | llama7b (6.74B) | 12,000 | 40.0 | 49.1% | 10.100 |" in text
+    assert "flash_attn does not import" in text and "picked **bf16**" in text
