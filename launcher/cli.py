@@ -5,6 +5,7 @@ User mistakes (bad keys, bad values) exit 2 with one message per problem, before
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -288,6 +289,33 @@ def quote_comma_lists(args: Sequence[str]) -> list[str]:
     return out
 
 
+#: a line of a config that sets hydra.mode (`mode:` under `hydra:`)
+MODE_LINE = re.compile(r"^\s*mode\s*:", re.MULTILINE)
+
+
+def mode_may_be_set(args: Sequence[str]) -> bool:
+    """Whether hydra.mode may be set other than by -m: an argument that is not a plain override of ours (a
+    hydra key, a config dir, a flag), or a `mode:` line in a config of conf/ (recipes included)."""
+    plain = all(a in MULTIRUN_FLAGS or ("=" in a and not a.startswith("-") and "hydra" not in a.partition("=")[0])
+                for a in args)
+    return not plain or any(MODE_LINE.search(f.read_text()) for f in (PROJECT_ROOT / "conf").rglob("*.yaml"))
+
+
+@contextlib.contextmanager
+def skip_mode_probe(skip: bool):
+    """Hydra composes the whole config twice: once only to read hydra.mode (which none of our configs sets; -m
+    still makes a sweep), once to run. The first is a third of a dry run's wall time: skipped when `skip`."""
+    from hydra._internal.hydra import Hydra
+
+    probe = Hydra.get_mode
+    if skip:
+        Hydra.get_mode = lambda self, config_name, overrides: None
+    try:
+        yield
+    finally:
+        Hydra.get_mode = probe
+
+
 def main() -> None:
     sys.argv[1:] = quote_comma_lists(quote_numeric_choices(expand_lf_args(sys.argv[1:])))
     unknown = unknown_override_keys(sys.argv[1:])
@@ -297,7 +325,8 @@ def main() -> None:
         sys.exit(EXIT_USAGE)
     invocation = Invocation()
     try:
-        hydra_task(invocation)()
+        with skip_mode_probe(not mode_may_be_set(sys.argv[1:])):
+            hydra_task(invocation)()
     except SystemExit as e:
         # Hydra reports compose errors (unknown key, wrong type, unknown group option) with exit 1
         # before our task runs: those are user mistakes too.

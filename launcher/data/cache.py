@@ -175,9 +175,9 @@ def prepare(cfg: Any, tokenizer, *, local_rank: int = 0, rank: int = 0, run_dir:
              "built" if tokenized_here else "read", path)
     train = datasets.load_from_disk(str(path / "train"))
     evaluation = datasets.load_from_disk(str(path / "eval")) if (path / "eval").is_dir() else None
-    # padding of the Trainer's batches (pt, sft); TRL's collators pad their own columns
+    # padding of the Trainer's batches (pt, sft); TRL's collators pad their own columns. Only rank 0 records it.
     share = non_pad_share(pipeline.lengths_of(train), cfg.train.per_device_train_batch_size, cfg.seed) \
-        if stage in ("pt", "sft") else None
+        if stage in ("pt", "sft") and rank == 0 else None
     record = {**{k: v for k, v in meta.items() if k != "inputs"}, "cache_path": str(path),
               "cache_hit": tokenized_here == 0, "rows_tokenized_here": tokenized_here,
               "non_pad_share": round(share, 4) if share is not None else None,

@@ -23,8 +23,8 @@ from typing import Any, Optional, Sequence
 from launcher.data.formats import KIND_NAMES, STAGE_KINDS, RowError, convert
 from launcher.data.packing import best_fit_bins, chunk_documents, packed_row
 from launcher.data.registry import DATA_SUFFIXES, DataError, DatasetAttr, detect, split_floats
-from launcher.data.templates import IGNORE_INDEX, TemplateError, encode, encode_answers, encode_prompt, \
-    prompt_segments
+from launcher.data.templates import IGNORE_INDEX, TemplateError, encode_answers_many, encode_ids, \
+    prompt_segments_many, render_many, token_ids_grouped
 
 log = logging.getLogger("launcher.data")
 
@@ -115,23 +115,23 @@ def mix(parts: Sequence, strategy: str, probs: Any, seed: int):
 
 def _tokenize_batch(batch: dict, indices: list[int], tokenizer, stage: str, template: str, cutoff_len: int,
                     train_on_prompt: bool, mask_history: bool) -> dict:
+    """A batch of rows in one tokenizer call (the ids are those of one call per row or segment)."""
     if stage not in ("pt", "sft"):
         return _tokenize_trl_batch(batch, indices, tokenizer, stage, template, cutoff_len)
     out: dict[str, list] = {"input_ids": [], "labels": [], "row_id": []}
     if stage == "pt":
         eos = tokenizer.eos_token_id
-        for text, row_id in zip(batch["text"], indices):
-            ids = tokenizer(text)["input_ids"]
+        for ids, row_id in zip(tokenizer(list(batch["text"]))["input_ids"], indices):
             ids = ids + [eos] if eos is not None and (not ids or ids[-1] != eos) else ids
             out["input_ids"].append(ids)
             out["labels"].append(ids)
             out["row_id"].append(row_id)
         return out
-    for messages, row_id in zip(batch["messages"], indices):
-        try:
-            ids, labels = encode(tokenizer, template, messages, cutoff_len, train_on_prompt, mask_history)
-        except TemplateError as e:
-            raise DataError(f"row {row_id} of the mixture: {e}") from None
+    conversations = batch["messages"]
+    segments = _rendered(lambda rows: render_many(template, tokenizer, rows), conversations, indices)
+    grouped = token_ids_grouped(tokenizer, [[text for text, _ in segs] for segs in segments])
+    for segment_ids, row_id in zip(grouped, indices):
+        ids, labels = encode_ids(segment_ids, cutoff_len, train_on_prompt, mask_history)
         if all(lab == IGNORE_INDEX for lab in labels):
             continue  # nothing left to learn after truncation
         out["input_ids"].append(ids)
@@ -140,35 +140,52 @@ def _tokenize_batch(batch: dict, indices: list[int], tokenizer, stage: str, temp
     return out
 
 
-def _trl_row(row: dict, tokenizer, stage: str, template: str, cutoff_len: int) -> Optional[dict]:
-    """One converted row in its TRL trainer's tokenized format; None for a prompt longer than cutoff_len."""
+def _rendered(render, rows: list, indices: list[int]) -> list:
+    """render(rows); on a TemplateError, the first row that fails alone is named, as one call per row would."""
+    try:
+        return render(rows)
+    except TemplateError:
+        for row, row_id in zip(rows, indices):
+            try:
+                render([row])
+            except TemplateError as e:
+                raise DataError(f"row {row_id} of the mixture: {e}") from None
+        raise
+
+
+def _trl_rows(rows: list[dict], tokenizer, stage: str, template: str, cutoff_len: int) -> list[Optional[dict]]:
+    """Converted rows in their TRL trainer's tokenized format; None for a prompt longer than cutoff_len."""
+    prompts = [row["prompt"] for row in rows]
     if stage in ("rm", "dpo"):
-        prompt_ids, (chosen, rejected) = encode_answers(tokenizer, template, row["prompt"],
-                                                        [row["chosen"][0]["content"], row["rejected"][0]["content"]],
-                                                        cutoff_len)
+        answers = [[row["chosen"][0]["content"], row["rejected"][0]["content"]] for row in rows]
+        encoded = encode_answers_many(tokenizer, template, prompts, answers, cutoff_len)
         if stage == "rm":  # RewardTrainer scores whole sequences
-            return {"chosen_ids": prompt_ids + chosen, "rejected_ids": prompt_ids + rejected}
-        return {"prompt_ids": prompt_ids, "chosen_ids": chosen, "rejected_ids": rejected}
+            return [{"chosen_ids": p + chosen, "rejected_ids": p + rejected} for p, (chosen, rejected) in encoded]
+        return [{"prompt_ids": p, "chosen_ids": chosen, "rejected_ids": rejected} for p, (chosen, rejected) in encoded]
     if stage == "kto":
-        prompt_ids, (completion,) = encode_answers(tokenizer, template, row["prompt"],
-                                                   [row["completion"][0]["content"]], cutoff_len)
-        return {"prompt_ids": prompt_ids, "completion_ids": completion, "label": row["label"]}
-    ids = encode_prompt(tokenizer, template, row["prompt"])
-    if len(ids) > cutoff_len:  # cutting a prompt would cut the header that asks for the answer
-        return None
-    if stage == "ppo":
-        return {"input_ids": ids}
-    return {"prompt": "".join(prompt_segments(tokenizer, template, row["prompt"])), "answer": row["answer"]}
+        encoded = encode_answers_many(tokenizer, template, prompts, [[row["completion"][0]["content"]] for row in rows],
+                                      cutoff_len)
+        return [{"prompt_ids": p, "completion_ids": completion, "label": row["label"]}
+                for (p, (completion,)), row in zip(encoded, rows)]
+    texts = prompt_segments_many(tokenizer, template, prompts)
+    out: list[Optional[dict]] = []
+    for segs, seg_ids, row in zip(texts, token_ids_grouped(tokenizer, texts), rows):
+        ids = [i for seg in seg_ids for i in seg]
+        if len(ids) > cutoff_len:  # cutting a prompt would cut the header that asks for the answer
+            out.append(None)
+        elif stage == "ppo":
+            out.append({"input_ids": ids})
+        else:
+            out.append({"prompt": "".join(segs), "answer": row["answer"]})
+    return out
 
 
 def _tokenize_trl_batch(batch: dict, indices: list[int], tokenizer, stage: str, template: str,
                         cutoff_len: int) -> dict:
     out: dict[str, list] = {k: [] for k in STAGE_COLUMNS[stage] + ("row_id",)}
-    for j, row_id in enumerate(indices):
-        try:
-            shaped = _trl_row({k: v[j] for k, v in batch.items()}, tokenizer, stage, template, cutoff_len)
-        except TemplateError as e:
-            raise DataError(f"row {row_id} of the mixture: {e}") from None
+    rows = [{k: v[j] for k, v in batch.items()} for j in range(len(indices))]
+    shaped_rows = _rendered(lambda some: _trl_rows(some, tokenizer, stage, template, cutoff_len), rows, indices)
+    for shaped, row_id in zip(shaped_rows, indices):
         if shaped is not None:
             for k, v in {**shaped, "row_id": row_id}.items():
                 out[k].append(v)

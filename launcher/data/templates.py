@@ -128,33 +128,48 @@ def split_conversation(messages: Sequence[dict]) -> tuple[str, list[tuple[str, s
     return system, turns
 
 
-def auto_segments(tokenizer: Any, messages: Sequence[dict]) -> list[tuple[str, bool]]:
-    """Segments from the tokenizer's chat_template: each rendered prefix must extend the previous one."""
+def auto_segments(tokenizer: Any, conversations: Sequence[Sequence[dict]]) -> list[list[tuple[str, bool]]]:
+    """Segments of each conversation from the tokenizer's chat_template: each rendered prefix must extend the
+    previous one. One apply_chat_template call renders turn k of every conversation (each is rendered on its
+    own, as by one call apiece)."""
     if not getattr(tokenizer, "chat_template", None):
         raise TemplateError("template=auto needs a tokenizer with a chat_template; this one has none. "
                             f"Set data.template to one of {', '.join(TEMPLATES)}")
-    system, turns = split_conversation(messages)
-    history: list[dict] = [{"role": "system", "content": system}] if system else []
-    rendered, out = "", []
-    for role, user, answer in turns:
-        history.append({"role": role, "content": user})
-        prompt = tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
-        history.append({"role": "assistant", "content": answer})
-        full = tokenizer.apply_chat_template(history, tokenize=False)
-        if not (prompt.startswith(rendered) and full.startswith(prompt)):
-            raise TemplateError("the tokenizer's chat_template does not render a conversation as a prefix of "
-                                f"its continuation; set data.template to one of {', '.join(TEMPLATES)}")
-        out += [(prompt[len(rendered):], False), (full[len(prompt):], True)]
-        rendered = full
+    split = [split_conversation(messages) for messages in conversations]
+    histories: list[list[dict]] = [[{"role": "system", "content": system}] if system else [] for system, _ in split]
+    rendered = [""] * len(split)
+    out: list[list[tuple[str, bool]]] = [[] for _ in split]
+    for k in range(max((len(turns) for _, turns in split), default=0)):
+        live = [i for i, (_, turns) in enumerate(split) if len(turns) > k]
+        for i in live:
+            role, user, _ = split[i][1][k]
+            histories[i].append({"role": role, "content": user})
+        prompts = tokenizer.apply_chat_template([histories[i] for i in live], tokenize=False, add_generation_prompt=True)
+        for i in live:
+            histories[i].append({"role": "assistant", "content": split[i][1][k][2]})
+        fulls = tokenizer.apply_chat_template([histories[i] for i in live], tokenize=False)
+        for i, prompt, full in zip(live, prompts, fulls):
+            if not (prompt.startswith(rendered[i]) and full.startswith(prompt)):
+                raise TemplateError("the tokenizer's chat_template does not render a conversation as a prefix of "
+                                    f"its continuation; set data.template to one of {', '.join(TEMPLATES)}")
+            out[i] += [(prompt[len(rendered[i]):], False), (full[len(prompt):], True)]
+            rendered[i] = full
     return out
 
 
 def render_segments(template: str, tokenizer: Any, messages: Sequence[dict]) -> list[tuple[str, bool]]:
+    return render_many(template, tokenizer, [messages])[0]
+
+
+def render_many(template: str, tokenizer: Any, conversations: Sequence[Sequence[dict]]) -> list[list[tuple[str, bool]]]:
+    """render_segments() of each conversation; a TemplateError names none of them (render_segments() each,
+    in order, to find the first that fails)."""
     if template == "auto":
-        return auto_segments(tokenizer, messages)
+        return auto_segments(tokenizer, conversations)
     if template not in TEMPLATES:
         raise TemplateError(f"data.template={template}: unknown template; use one of {', '.join(TEMPLATE_NAMES)}")
-    return TEMPLATES[template].segments(messages, tokenizer.bos_token or "", tokenizer.eos_token or "")
+    t, bos, eos = TEMPLATES[template], tokenizer.bos_token or "", tokenizer.eos_token or ""
+    return [t.segments(messages, bos, eos) for messages in conversations]
 
 
 def budget(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
@@ -174,14 +189,27 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def token_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """_ids() of each text, in one tokenizer call: a text's ids do not depend on the others in the call, and
+    one call per batch of rows costs a fraction of one per segment."""
+    return tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+
+
 def encode(tokenizer: Any, template: str, messages: Sequence[dict], cutoff_len: int,
            train_on_prompt: bool = False, mask_history: bool = False) -> tuple[list[int], list[int]]:
-    """input_ids and labels for one conversation, at most cutoff_len tokens.
+    """input_ids and labels for one conversation, at most cutoff_len tokens (pipeline.py does many at once)."""
+    segs = render_segments(template, tokenizer, messages)
+    return encode_ids(token_ids(tokenizer, [text for text, _ in segs]), cutoff_len, train_on_prompt, mask_history)
+
+
+def encode_ids(segment_ids: Sequence[list[int]], cutoff_len: int, train_on_prompt: bool = False,
+               mask_history: bool = False) -> tuple[list[int], list[int]]:
+    """input_ids and labels from the ids of a conversation's segments (prompt, answer, prompt, answer, ...),
+    at most cutoff_len tokens. Each segment is tokenized on its own, so the prompt/answer boundary is exact.
 
     Turns are budgeted in order, so the last turns are the ones cut. With mask_history only the last
     answer carries labels, and it is budgeted first (kept whole where it fits), as in LLaMA-Factory."""
-    segs = render_segments(template, tokenizer, messages)
-    pairs = [(_ids(tokenizer, p), _ids(tokenizer, a)) for (p, _), (a, _) in zip(segs[::2], segs[1::2])]
+    pairs = list(zip(segment_ids[::2], segment_ids[1::2]))
     order = list(range(len(pairs)))[::-1] if mask_history else list(range(len(pairs)))
     kept: dict[int, tuple[list[int], list[int]]] = {}
     used = 0
@@ -206,13 +234,18 @@ def encode(tokenizer: Any, template: str, messages: Sequence[dict], cutoff_len: 
 def prompt_segments(tokenizer: Any, template: str, messages: Sequence[dict]) -> list[str]:
     """The texts that ask for the next assistant turn: the conversation (ending with a user turn) rendered with
     an empty answer, whose segment is dropped. An answer never changes how the turns before it render."""
-    segs = render_segments(template, tokenizer, [*messages, {"role": "assistant", "content": ""}])
-    return [text for text, _ in segs[:-1]]
+    return prompt_segments_many(tokenizer, template, [messages])[0]
+
+
+def prompt_segments_many(tokenizer: Any, template: str, conversations: Sequence[Sequence[dict]]) -> list[list[str]]:
+    segs = render_many(template, tokenizer, [[*m, {"role": "assistant", "content": ""}] for m in conversations])
+    return [[text for text, _ in s[:-1]] for s in segs]
 
 
 def encode_prompt(tokenizer: Any, template: str, messages: Sequence[dict]) -> list[int]:
     """input_ids that ask for the next assistant turn (generation), tokenized exactly as training does."""
-    return [i for text in prompt_segments(tokenizer, template, messages) for i in _ids(tokenizer, text)]
+    return [i for seg in token_ids_grouped(tokenizer, prompt_segments_many(tokenizer, template, [messages]))[0]
+            for i in seg]
 
 
 def encode_answers(tokenizer: Any, template: str, prompt: Sequence[dict], answers: Sequence[str],
@@ -220,12 +253,28 @@ def encode_answers(tokenizer: Any, template: str, prompt: Sequence[dict], answer
     """Preference rows: the prompt's ids and each answer's ids (its rendered assistant turn, end-of-turn
     included), tokenized as encode() tokenizes the same conversation. Truncated as LLaMA-Factory's pairwise
     rows: budget() of the prompt and the longest answer, each answer cut to at most that length."""
-    answer_ids = [_ids(tokenizer, render_segments(template, tokenizer, [*prompt, {"role": "assistant",
-                                                                              "content": a}])[-1][0])
-                  for a in answers]
-    prompt_ids = encode_prompt(tokenizer, template, prompt)
-    n_prompt, n_answer = budget(len(prompt_ids), max(len(a) for a in answer_ids), cutoff_len)
-    return prompt_ids[:n_prompt], [a[:n_answer] for a in answer_ids]
+    return encode_answers_many(tokenizer, template, [prompt], [answers], cutoff_len)[0]
+
+
+def encode_answers_many(tokenizer: Any, template: str, prompts: Sequence[Sequence[dict]],
+                        answers: Sequence[Sequence[str]], cutoff_len: int) -> list[tuple[list[int], list[list[int]]]]:
+    """encode_answers() of each row (prompts[j], answers[j]), with one tokenizer call for all."""
+    rendered = iter(render_many(template, tokenizer, [[*p, {"role": "assistant", "content": a}]
+                                                      for p, row in zip(prompts, answers) for a in row]))
+    answer_texts = [[next(rendered)[-1][0] for _ in row] for row in answers]
+    ids = token_ids_grouped(tokenizer, prompt_segments_many(tokenizer, template, prompts) + answer_texts)
+    out = []
+    for prompt_segs, answer_ids in zip(ids[:len(prompts)], ids[len(prompts):]):
+        prompt_ids = [i for seg in prompt_segs for i in seg]
+        n_prompt, n_answer = budget(len(prompt_ids), max(len(a) for a in answer_ids), cutoff_len)
+        out.append((prompt_ids[:n_prompt], [a[:n_answer] for a in answer_ids]))
+    return out
+
+
+def token_ids_grouped(tokenizer: Any, groups: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+    """token_ids() of each group of texts, all groups in one tokenizer call."""
+    flat = iter(token_ids(tokenizer, [text for group in groups for text in group]))
+    return [[next(flat) for _ in group] for group in groups]
 
 
 def stop_token_ids(tokenizer: Any, template: str) -> list[int]:

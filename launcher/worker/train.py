@@ -34,6 +34,14 @@ def gather(value) -> list:
     return out
 
 
+def without_deepspeed() -> None:
+    """A run without DeepSpeed never imports it: accelerate's unwrap_model imports deepspeed (about 0.5 s and
+    tens of MB per rank) only to ask whether the model is a DeepSpeedEngine, which no model of such a run is."""
+    import accelerate.utils.other
+
+    accelerate.utils.other.is_deepspeed_available = lambda: False
+
+
 class Worker:
     def __init__(self, run_dir: str, signals: StopSignals | None = None):
         self.run = RunDir(Path(run_dir).resolve())
@@ -44,8 +52,13 @@ class Worker:
         self.signals = signals or StopSignals()
 
     def setup(self) -> None:
-        setup_rank_logging(self.run.rank_log(self.rank), self.rank,
-                           uses_deepspeed=self.cfg.zero.name != "none" or self.cfg.backend.name.value == "deepspeed")
+        uses_deepspeed = self.cfg.zero.name != "none" or self.cfg.backend.name.value == "deepspeed"
+        # A rank other than local rank 0 loads its model while that one tokenizes, unless loading runs
+        # collectives (ZeRO-3's zero.Init), which would wait on the tokenizing rank up to ddp_timeout.
+        self.model_first = self.local_rank != 0 and not uses_deepspeed
+        setup_rank_logging(self.run.rank_log(self.rank), self.rank, uses_deepspeed=uses_deepspeed)
+        if not uses_deepspeed:
+            without_deepspeed()
         from transformers import set_seed
 
         from launcher.worker.model import count_parameters, load_model, load_tokenizer, resolve_precision
@@ -81,9 +94,12 @@ class Worker:
             # only, and deepspeed.comm would report a world of 1 (this wraps the existing process group).
             deepspeed.init_distributed()
         self.tokenizer = load_tokenizer(cfg)
-        self.data = self.prepare_data()
+        if not self.model_first:
+            self.data = self.prepare_data()
         set_seed(cfg.seed)  # again: a new head (rm) or adapter starts the same on every rank
         self.model = load_model(cfg, self.precision, self.local_rank)
+        if self.model_first:
+            self.data = self.prepare_data()
         self.trainable, self.total = count_parameters(self.model)
         log.info("trainable params: %d / %d (%.4f%%), adapter %s, precision %s", self.trainable, self.total,
                  100 * self.trainable / self.total, cfg.adapter.name.value, self.precision)

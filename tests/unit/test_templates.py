@@ -138,3 +138,56 @@ def test_mask_history_keeps_the_last_turn_when_cutting(tokenizer):
     assert len(ids) <= 64 and tokenizer.decode([t for t in labels if t != IGNORE_INDEX]) == "5</s>\n"
     ids, labels = encode(tokenizer, "default", long_history, cutoff_len=64)
     assert "Add 2 and 3" not in tokenizer.decode(ids)  # without it, the first turns fill the budget
+
+
+# ---- a batch of rows at once (the data pipeline) == each row alone, each segment alone ------------------------
+
+MIXED = [CONVERSATION, TOOL_CONVERSATION, CONVERSATION[1:3],
+         [{"role": "user", "content": "Tell a long story " * 12}, {"role": "assistant", "content": "Once " * 40}],
+         [{"role": "system", "content": "Use French."}, *TOOL_CONVERSATION[:2], *CONVERSATION[3:]]]
+
+
+def reference_segments(tokenizer, template, messages):
+    """The per-row renderer as it was: one apply_chat_template call per prompt and per conversation."""
+    if template != "auto":
+        return render_segments(template, tokenizer, messages)
+    system, rest = ([messages[0]], messages[1:]) if messages[0]["role"] == "system" else ([], messages)
+    rendered, out = "", []
+    for i in range(0, len(rest), 2):
+        prompt = tokenizer.apply_chat_template(system + rest[:i + 1], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(system + rest[:i + 2], tokenize=False)
+        out += [(prompt[len(rendered):], False), (full[len(prompt):], True)]
+        rendered = full
+    return out
+
+
+def reference_ids(tokenizer, texts):
+    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+
+
+@pytest.mark.parametrize("template", sorted(RENDERED))
+def test_a_batch_tokenizes_as_each_row_and_segment_alone(tokenizer, template):
+    from launcher.data.pipeline import _tokenize_batch
+    from launcher.data.templates import encode_ids
+
+    for cutoff_len, train_on_prompt, mask_history in [(1024, False, False), (40, True, False), (56, False, True)]:
+        got = _tokenize_batch({"messages": MIXED}, list(range(len(MIXED))), tokenizer, "sft", template, cutoff_len,
+                              train_on_prompt, mask_history)
+        expected = [encode_ids(reference_ids(tokenizer, [t for t, _ in reference_segments(tokenizer, template, m)]),
+                               cutoff_len, train_on_prompt, mask_history) for m in MIXED]
+        expected_kept = [(i, e) for i, e in enumerate(expected) if any(lab != IGNORE_INDEX for lab in e[1])]
+        assert got["row_id"] == [i for i, _ in expected_kept]
+        assert list(zip(got["input_ids"], got["labels"])) == [e for _, e in expected_kept]
+    prompts = [m[:-1] for m in MIXED]
+    answers = [m[-1]["content"] for m in MIXED]
+    dpo = _tokenize_batch({"prompt": prompts, "chosen": [[{"role": "assistant", "content": a}] for a in answers],
+                           "rejected": [[{"role": "assistant", "content": "No."}]] * len(MIXED)},
+                          list(range(len(MIXED))), tokenizer, "dpo", template, 64, False, False)
+    for j, prompt in enumerate(prompts):
+        prompt_ids = [i for ids in reference_ids(tokenizer, [t for t, _ in reference_segments(
+            tokenizer, template, [*prompt, {"role": "assistant", "content": ""}])[:-1]]) for i in ids]
+        chosen, rejected = (reference_ids(tokenizer, [reference_segments(
+            tokenizer, template, [*prompt, {"role": "assistant", "content": a}])[-1][0]])[0] for a in (answers[j], "No."))
+        n_prompt, n_answer = budget(len(prompt_ids), max(len(chosen), len(rejected)), 64)
+        assert (dpo["prompt_ids"][j], dpo["chosen_ids"][j], dpo["rejected_ids"][j]) == \
+            (prompt_ids[:n_prompt], chosen[:n_answer], rejected[:n_answer])

@@ -13,14 +13,14 @@ summary.json entries (called on every rank after training; rank 0 writes them).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from launcher.worker.stages import online, preference, rm, sft
-
-STAGES: dict[str, ModuleType] = {"pt": sft, "sft": sft, "rm": rm, "dpo": preference, "kto": preference,
-                                 "ppo": online, "grpo": online, "rloo": online}
+#: each stage's module, imported by stage_of() only: TRL (and wandb, which it imports) load for its stages alone
+STAGES: dict[str, str] = {"pt": "sft", "sft": "sft", "rm": "rm", "dpo": "preference", "kto": "preference",
+                          "ppo": "online", "grpo": "online", "rloo": "online"}
 #: TRL's PPOTrainer.train() takes no checkpoint to resume from
 CANNOT_RESUME = ("ppo",)
 
@@ -41,4 +41,4 @@ class StageInputs:
 
 
 def stage_of(name: str) -> ModuleType:
-    return STAGES[name]
+    return importlib.import_module(f"{__name__}.{STAGES[name]}")
