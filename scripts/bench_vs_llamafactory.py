@@ -504,7 +504,7 @@ def versions(lf_python: Path | None) -> dict:
     theirs = json.loads(subprocess.run([str(lf_python), "-c", code, "llamafactory", *mods], capture_output=True,
                                        text=True, check=True).stdout) if lf_python else {}
     sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True).stdout.strip()
+                         text=True).stdout.strip() or "(not a git checkout; see the note)"
     return {"launcher_git": sha, "ours": ours, "llamafactory_venv": theirs, "python": platform.python_version()}
 
 
