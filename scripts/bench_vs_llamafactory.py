@@ -41,7 +41,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LF_VERSION = "0.9.5"
-TORCH_PIN = "torch==2.13.0+cpu"
 DEFAULT_WORK = Path("~/.cache/launcher-bench").expanduser()
 POLL_S = 0.2  # a /proc scan per poll: cheap enough not to load the 2 shared cores
 TOOLS = ("ours", "lf")
@@ -49,8 +48,8 @@ FULL = {"repeats": 3, "rows": 2000, "tok_rows": 20000, "steps": 30}
 QUICK = {"repeats": 1, "rows": 200, "tok_rows": 1000, "steps": 4}
 # the model of the issue: 5.2M parameters (2.0M of them the untied embeddings and head)
 MODEL = {"vocab": 4000, "hidden": 256, "intermediate": 688, "layers": 4, "heads": 4, "kv_heads": 4}
-TORCHAUDIO_STANDIN = '''"""Stand-in torchaudio (launcher's benchmark venv): LLaMA-Factory imports torchaudio at module level, but
-no torchaudio build here matches the CPU torch; text-only SFT never uses it."""
+TORCHAUDIO_STANDIN = '''"""Stand-in torchaudio (launcher's benchmark venv): LLaMA-Factory imports torchaudio at module
+level, but no torchaudio build here matches the CPU torch; text-only SFT never uses it."""
 
 
 def __getattr__(name):
@@ -208,6 +207,13 @@ def lf_requirements(python: Path) -> list[str]:
     return keep
 
 
+def torch_pin() -> str:
+    """This environment's torch (here the CPU build 2.13.0+cpu): LLaMA-Factory's venv gets the same one."""
+    from importlib.metadata import version
+
+    return f"torch=={version('torch')}"
+
+
 def ensure_lf_venv(venv: Path) -> Path:
     """LLaMA-Factory LF_VERSION in its own venv; returns its python. Idempotent (a marker file)."""
     python, marker = venv / "bin/python", venv / ".launcher-bench-ready"
@@ -217,9 +223,9 @@ def ensure_lf_venv(venv: Path) -> Path:
     if not python.is_file():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     constraints = venv / "constraints.txt"
-    constraints.write_text(TORCH_PIN + "\n")
+    constraints.write_text(torch_pin() + "\n")
     pip = [str(python), "-m", "pip", "install", "-q", "-c", str(constraints)]
-    subprocess.run([*pip, TORCH_PIN], check=True)
+    subprocess.run([*pip, torch_pin()], check=True)
     subprocess.run([*pip, "--no-deps", f"llamafactory=={LF_VERSION}"], check=True)
     subprocess.run([*pip, *lf_requirements(python)], check=True)
     site = next((venv / "lib").glob("python3*/site-packages"))
@@ -533,7 +539,8 @@ def render(result: dict, args) -> str:
         f"Same work on both sides: a {meta['params'] / 1e6:.1f}M-parameter Llama built locally with random weights "
         f"(hidden {meta['model']['hidden_size']}, {meta['model']['num_hidden_layers']} layers, vocab "
         f"{meta['model']['vocab_size']:,}), {args.rows:,} generated alpaca rows, sft, LoRA q_proj/v_proj rank 8, "
-        f"cutoff 256, global batch 8, {args.steps} steps, fp32, CPU; runs interleaved (ours, LLaMA-Factory, ours, ...), "
+        f"cutoff 256, global batch 8, {args.steps} steps, fp32, CPU; runs interleaved (ours, LLaMA-Factory, "
+        "ours, ...), "
         f"{args.repeats} sample(s) each: median (min-max). LLaMA-Factory's template is parsed from the tokenizer's "
         "chat template (no `template:` key), ours is `template=auto` (the same chat template). "
         "\"LF default\" is LLaMA-Factory without packing (for sft `packing` defaults to off and `neat_packing` "
@@ -583,7 +590,8 @@ def render(result: dict, args) -> str:
                     lines.append(f"| {ranks} | {'on' if packing else 'off'} | {label} | {fmt(vals['ours'], digits)} | "
                                  f"{fmt(vals['lf'], digits)} | {ratio(vals['ours'], vals['lf'])} | "
                                  f"{verdict(vals['ours'], vals['lf'], goal)} |")
-            ours_pack = [s["tokens_per_s"] for s in train if s["tool"] == "ours" and s["ranks"] == ranks and s["packing"]]
+            ours_pack = [s["tokens_per_s"] for s in train
+                         if s["tool"] == "ours" and s["ranks"] == ranks and s["packing"]]
             lf_default = [s["tokens_per_s"] for s in train if s["tool"] == "lf" and s["ranks"] == ranks
                           and not s["packing"]]
             if ours_pack and lf_default:
@@ -602,7 +610,8 @@ def render(result: dict, args) -> str:
               "python scripts/bench_vs_llamafactory.py            # ~35 min on 2 busy cores; --quick: 1 repeat, small",
               "```", "",
               f"It installs LLaMA-Factory {LF_VERSION} once into `~/.cache/launcher-bench/lf-venv` (its own "
-              f"virtualenv: `{TORCH_PIN}` pinned by a constraint file, LLaMA-Factory's other requirements as it "
+              f"virtualenv: `{torch_pin()}` (ours) pinned by a constraint file, LLaMA-Factory's other requirements "
+              "as it "
               "states them, torchvision/torchaudio left out and a stand-in `torchaudio` module, since LLaMA-Factory "
               "imports it at module level and no torchaudio wheel here matches the CPU torch), builds the model "
               "(`scripts/make_tiny_model.py ... --vocab 4000 --hidden 256 --intermediate 688 --layers 4 --heads 4 "
@@ -685,7 +694,8 @@ def plan_round(args: argparse.Namespace, n: int) -> list[tuple]:
     if "tokenize" in args.parts:
         order += [("tokenize", tool, None, None) for tool in tools]
     if "train" in args.parts:
-        order += [("train", tool, ranks, packing) for ranks in args.ranks for packing in (False, True) for tool in tools]
+        order += [("train", tool, ranks, packing)
+                  for ranks in args.ranks for packing in (False, True) for tool in tools]
     return order
 
 

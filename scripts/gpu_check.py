@@ -40,8 +40,10 @@ PEAK_BF16 = [("GH200", 989e12), ("H200", 989e12), ("H100 PCIe", 756e12), ("H100"
 # name, model, extra overrides, what must import first
 CASES = [
     ("LoRA, sdpa, precision=auto", "llama7b", ["adapter=lora", "adapter.lora_target=all", "model.attn=sdpa"], None),
-    ("LoRA, flash_attention_2", "llama7b", ["adapter=lora", "adapter.lora_target=all", "model.attn=flash_attention_2"], "flash_attn"),
-    ("QLoRA 4-bit nf4, sdpa", "llama7b", ["adapter=qlora", "adapter.lora_target=all", "model.attn=sdpa"], "bitsandbytes"),
+    ("LoRA, flash_attention_2", "llama7b", ["adapter=lora", "adapter.lora_target=all",
+                                            "model.attn=flash_attention_2"], "flash_attn"),
+    ("QLoRA 4-bit nf4, sdpa", "llama7b", ["adapter=qlora", "adapter.lora_target=all", "model.attn=sdpa"],
+     "bitsandbytes"),
     ("full, ZeRO-3", "llama1b", ["adapter=full", "zero=3"], None),
     ("full, ZeRO-3 offload", "llama1b", ["adapter=full", "zero=3_offload"], None),
 ]

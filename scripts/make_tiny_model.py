@@ -79,7 +79,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", nargs="?", type=Path, default=ROOT / "assets/tiny_llama")
     parser.add_argument("--vocab", type=int, default=1024, help="BPE vocabulary size to train (at most)")
-    parser.add_argument("--corpus", type=Path, help="alpaca json rows to train the tokenizer on (default: the demo set)")
+    parser.add_argument("--corpus", type=Path,
+                        help="alpaca json rows to train the tokenizer on (default: the demo set)")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--intermediate", type=int, default=176)
     parser.add_argument("--layers", type=int, default=2)

@@ -116,7 +116,8 @@ def test_gpu_check_report_replaces_only_the_gpu_section(tmp_path):
     rows = [{"case": "LoRA, sdpa, precision=auto", "model": "llama7b", "params": gpu.params_of(gpu.SHAPES["llama7b"]),
              "tokens_per_s": 12000.0, "peak_memory_gib": 40.0, "final_loss": 10.1,
              "mfu": 6 * gpu.params_of(gpu.SHAPES["llama7b"]) * 12000 / gpu.peak_flops("NVIDIA H200", None)},
-            {"case": "LoRA, flash_attention_2", "model": "llama7b", "params": 1, "skipped": "flash_attn does not import"}]
+            {"case": "LoRA, flash_attention_2", "model": "llama7b", "params": 1,
+             "skipped": "flash_attn does not import"}]
     gpu.write_section(out, gpu.render(rows, meta))
     text = out.read_text()
     assert text.startswith("# Benchmarks\n\nCPU figures\n\n## GPU\n") and "Pending" not in text
