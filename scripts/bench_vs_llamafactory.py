@@ -102,7 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="model, data, runs and LLaMA-Factory's venv (default ~/.cache/launcher-bench)")
     parser.add_argument("--lf-venv", type=Path, help="LLaMA-Factory's virtualenv (default WORK/lf-venv)")
     parser.add_argument("--out", type=Path, help="markdown report (default docs/benchmarks.md; --quick: WORK/quick.md)")
-    parser.add_argument("--note", default="", help="a line added to the report (e.g. the machine's load)")
+    parser.add_argument("--note", default="", help="a line added to the report (e.g. the machine's load; "
+                        "with --from-json, added to the run's own)")
     parser.add_argument("--from-json", type=Path, metavar="FILE",
                         help="run nothing: write the report again from the samples of an earlier run's json")
     parser.add_argument("--stop-by", type=stop_time, metavar="HH:MM",
@@ -607,8 +608,10 @@ def render(result: dict, args) -> str:
     for mod in ["llamafactory", "torch", "transformers", "datasets", "peft", "trl", "accelerate", "tokenizers"]:
         lines.append(f"| {mod} | {v['ours'].get(mod, '-')} | {v['llamafactory_venv'].get(mod, '-')} |")
     lines += ["", "### Reproduce", "", "```",
-              "python scripts/bench_vs_llamafactory.py            # ~35 min on 2 busy cores; --quick: 1 repeat, small",
+              "python scripts/bench_vs_llamafactory.py            # all of the above (--quick: 1 small repeat)",
+              "python scripts/bench_vs_llamafactory.py --from-json docs/benchmarks.json   # this page again, no runs",
               "```", "",
+              f"This run took {meta.get('wall_min', '?')} min of wall time.", "",
               f"It installs LLaMA-Factory {LF_VERSION} once into `~/.cache/launcher-bench/lf-venv` (its own "
               f"virtualenv: `{torch_pin()}` (ours) pinned by a constraint file, LLaMA-Factory's other requirements "
               "as it "
@@ -655,6 +658,8 @@ def main(argv: list[str] | None = None) -> None:
         for key, value in result["meta"]["settings"].items():  # the sizes that run had
             setattr(args, key, value)
         args.parts = [part for part in ("dryrun", "tokenize", "train") if result["samples"][part]]
+        if args.note:
+            result["meta"]["load_note"] = (result["meta"]["load_note"] + " " + args.note).strip()
         write_report(result, args)
         return
     args.work.mkdir(parents=True, exist_ok=True)
@@ -663,7 +668,8 @@ def main(argv: list[str] | None = None) -> None:
     inputs = build_inputs(args)
     params = param_count(inputs["model"])
     samples: dict[str, list] = {"dryrun": [], "tokenize": [], "train": []}
-    started = {"load_before": load_before, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    started = {"load_before": load_before, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "clock": time.monotonic()}
     if "dryrun" in args.parts:  # unrecorded: the first start after a change compiles .pyc files
         for kind in ("launch dry_run", "bare compose"):
             dryrun_sample(kind, inputs, args, -1)
@@ -704,6 +710,7 @@ def result_of(samples: dict, started: dict, inputs: dict, params, lf_python, arg
             "load_after": load(), "load_note": args.note + (" Cut short by --stop-by: fewer samples than asked for "
                                                            "(see n in docs/benchmarks.json)." if stopped else ""),
             "params": params, "model": inputs["model_config"], "versions": versions(lf_python),
+            "wall_min": round((time.monotonic() - started["clock"]) / 60, 1),
             "settings": {k: getattr(args, k) for k in ("quick", "repeats", "rows", "tok_rows", "steps", "ranks")},
             "command": " ".join(["python scripts/bench_vs_llamafactory.py",
                                  *(argv if argv is not None else sys.argv[1:])])}
