@@ -14,6 +14,7 @@ does the same lazily (streaming=true), nothing cached. Only the worker and `prep
 """
 from __future__ import annotations
 
+import gc
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -115,7 +116,23 @@ def mix(parts: Sequence, strategy: str, probs: Any, seed: int):
 
 def _tokenize_batch(batch: dict, indices: list[int], tokenizer, stage: str, template: str, cutoff_len: int,
                     train_on_prompt: bool, mask_history: bool) -> dict:
-    """A batch of rows in one tokenizer call (the ids are those of one call per row or segment)."""
+    """A batch of rows in one tokenizer call (the ids are those of one call per row or segment).
+
+    Python's cyclic garbage collector is paused meanwhile: a batch allocates a few hundred thousand lists
+    of ids at once, which would set off full collections over every object of the process (0.2 s each
+    with transformers loaded, as long as tokenizing 2,000 rows); the lists hold no cycles and are freed
+    by reference counting."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _tokenize_rows(batch, indices, tokenizer, stage, template, cutoff_len, train_on_prompt, mask_history)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _tokenize_rows(batch: dict, indices: list[int], tokenizer, stage: str, template: str, cutoff_len: int,
+                   train_on_prompt: bool, mask_history: bool) -> dict:
     if stage not in ("pt", "sft"):
         return _tokenize_trl_batch(batch, indices, tokenizer, stage, template, cutoff_len)
     out: dict[str, list] = {"input_ids": [], "labels": [], "row_id": []}

@@ -144,7 +144,8 @@ def auto_segments(tokenizer: Any, conversations: Sequence[Sequence[dict]]) -> li
         for i in live:
             role, user, _ = split[i][1][k]
             histories[i].append({"role": role, "content": user})
-        prompts = tokenizer.apply_chat_template([histories[i] for i in live], tokenize=False, add_generation_prompt=True)
+        prompts = tokenizer.apply_chat_template([histories[i] for i in live], tokenize=False,
+                                                add_generation_prompt=True)
         for i in live:
             histories[i].append({"role": "assistant", "content": split[i][1][k][2]})
         fulls = tokenizer.apply_chat_template([histories[i] for i in live], tokenize=False)

@@ -7,6 +7,7 @@ are common to all stages. Rank 0 alone logs metrics, reports to TensorBoard/wand
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -220,6 +221,8 @@ class Worker:
         # our progress line (progress.py) instead of transformers' raw dicts (disable_tqdm: no tqdm bar either)
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(ProgressCallback())
+        gc.collect()  # what loading left in reference cycles (the collector is off since __main__)
+        gc.enable()
         result = trainer.train(resume_from_checkpoint=str(resume)) if resume else trainer.train()
         stopped = preempt.stopped_at is not None
         if trainer.is_world_process_zero():

@@ -123,3 +123,12 @@ def test_a_renamed_key_names_its_new_name_through_the_cli(tmp_path):
     assert "stage.ppo_buffer_size=2: renamed to stage.ppo_num_mini_batches" in r.stderr
     assert "use stage.ppo_num_mini_batches=2" in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_hydra_composes_once_unless_hydra_mode_may_be_set():
+    from launcher.cli import mode_may_be_set
+
+    assert not mode_may_be_set(["recipe=tiny_sft_lora", "device=cpu", "dry_run=true"])
+    assert not mode_may_be_set(["-m", "train.learning_rate=1e-3,1e-2"])  # -m alone still makes a sweep
+    for args in (["hydra.mode=MULTIRUN"], ["+hydra.job.env_set.X=1"], ["--cfg", "job"], ["-cd", "/elsewhere"]):
+        assert mode_may_be_set(args), args

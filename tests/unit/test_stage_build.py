@@ -97,3 +97,21 @@ def test_metrics_rows_keep_every_number_the_trainer_logs(tmp_path):
                     {"step": 4, "epoch": 0.5, "lr": 1e-5, "objective/kl": 0.01},
                     {"step": 4, "epoch": 0.5, "eval_loss": 0.4, "eval_rewards/accuracies": 1.0}]
     assert [{k: v for k, v in h.items() if k != "time"} for h in callback.history] == rows[:2]
+
+
+def test_pt_and_sft_import_neither_trl_nor_wandb_nor_deepspeed():
+    """A stage's module loads by name: plain sft does not pay for TRL (and the wandb it imports); a run
+    without DeepSpeed does not import it through accelerate either."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from launcher.worker.stages import stage_of\n"
+            "from launcher.worker.train import without_deepspeed\n"
+            "stage_of('sft'), stage_of('pt'), without_deepspeed()\n"
+            "import accelerate.utils.other, torch\n"
+            "accelerate.utils.other.extract_model_from_parallel(torch.nn.Linear(1, 1))\n"
+            "print(sorted(m for m in ('trl', 'wandb', 'deepspeed') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -187,7 +187,8 @@ def test_a_batch_tokenizes_as_each_row_and_segment_alone(tokenizer, template):
         prompt_ids = [i for ids in reference_ids(tokenizer, [t for t, _ in reference_segments(
             tokenizer, template, [*prompt, {"role": "assistant", "content": ""}])[:-1]]) for i in ids]
         chosen, rejected = (reference_ids(tokenizer, [reference_segments(
-            tokenizer, template, [*prompt, {"role": "assistant", "content": a}])[-1][0]])[0] for a in (answers[j], "No."))
+            tokenizer, template, [*prompt, {"role": "assistant", "content": a}])[-1][0]])[0]
+            for a in (answers[j], "No."))
         n_prompt, n_answer = budget(len(prompt_ids), max(len(chosen), len(rejected)), 64)
         assert (dpo["prompt_ids"][j], dpo["chosen_ids"][j], dpo["rejected_ids"][j]) == \
             (prompt_ids[:n_prompt], chosen[:n_answer], rejected[:n_answer])
