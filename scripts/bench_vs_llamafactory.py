@@ -481,26 +481,33 @@ def stat(values: list[float]) -> dict:
 def fmt(s: dict, digits: int = 1) -> str:
     if s["median"] is None:
         return "n/a"
-    if s["n"] == 1:
+    if s["n"] == 1 or s["min"] == s["max"]:
         return f"{s['median']:,.{digits}f}"
     return f"{s['median']:,.{digits}f} ({s['min']:,.{digits}f}-{s['max']:,.{digits}f})"
 
 
-def ratio(ours: dict, theirs: dict) -> str:
-    if not ours["median"] or not theirs["median"]:
+def paired(ours: list[dict], theirs: list[dict], value) -> dict:
+    """Ratios ours/theirs of the samples of the same round (run back to back, so under the same load)."""
+    mine = {s["repeat"]: value(s) for s in ours}
+    return stat([mine[s["repeat"]] / value(s) for s in theirs
+                 if s["repeat"] in mine and mine[s["repeat"]] and value(s)])
+
+
+def ratio(r: dict) -> str:
+    if r["median"] is None:
         return "n/a"
-    return f"{ours['median'] / theirs['median']:.2f}x"
+    return f"{r['median']:.2f}x" if r["n"] == 1 else f"{r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})"
 
 
-def verdict(ours: dict, theirs: dict, goal: str) -> str:
-    """'<= 0.6x: met' for a goal like '<= 0.6x' on the ratio of the medians ('' without a goal)."""
+def verdict(r: dict, goal: str) -> str:
+    """'<= 0.6x: met' for a goal like '<= 0.6x' on the median paired ratio ('' without a goal)."""
     if not goal:
         return ""
-    if not ours["median"] or not theirs["median"]:
+    if r["median"] is None:
         return f"{goal}: n/a"
     op, bound = goal.split()
-    r, bound = ours["median"] / theirs["median"], float(bound.rstrip("x"))
-    return f"{goal}: {'met' if (r <= bound if op == '<=' else r >= bound) else 'NOT met'}"
+    bound = float(bound.rstrip("x"))
+    return f"{goal}: {'met' if (r['median'] <= bound if op == '<=' else r['median'] >= bound) else 'NOT met'}"
 
 
 def versions(lf_python: Path | None) -> dict:
@@ -542,28 +549,31 @@ def render(result: dict, args) -> str:
         f"{meta['model']['vocab_size']:,}), {args.rows:,} generated alpaca rows, sft, LoRA q_proj/v_proj rank 8, "
         f"cutoff 256, global batch 8, {args.steps} steps, fp32, CPU; runs interleaved (ours, LLaMA-Factory, "
         "ours, ...), "
-        f"{args.repeats} sample(s) each: median (min-max). LLaMA-Factory's template is parsed from the tokenizer's "
+        f"{args.repeats} sample(s) each: median (min-max). Ratios are paired: ours / LLaMA-Factory of the two "
+        "samples of the same round (run back to back, so under about the same load), median (min-max) over "
+        "the rounds; a goal is met when that median meets it. LLaMA-Factory's template is parsed from the tokenizer's "
         "chat template (no `template:` key), ours is `template=auto` (the same chat template). "
         "\"LF default\" is LLaMA-Factory without packing (for sft `packing` defaults to off and `neat_packing` "
         "to false); \"LF packing\" is its `packing: true` (not `neat_packing`, whose block-diagonal attention "
         "masks are not 0/1, so the Trainer's non-pad token count would not mean the same there).", ""]
     if "dryrun" in args.parts:
-        d = {k: stat([s["seconds"] for s in samples["dryrun"] if s["kind"] == k])
-             for k in ("launch dry_run", "bare compose")}
+        dry = {k: [s for s in samples["dryrun"] if s["kind"] == k] for k in ("launch dry_run", "bare compose")}
+        d = {k: stat([s["seconds"] for s in v]) for k, v in dry.items()}
         lines += ["### Dry-run latency (whole processes, seconds)", "",
                   "| `launch ... dry_run=true` | bare Hydra compose of the same overrides | ratio |", "|---|---|---|",
                   f"| {fmt(d['launch dry_run'], 2)} | {fmt(d['bare compose'], 2)} | "
-                  f"{ratio(d['launch dry_run'], d['bare compose'])} |", "",
+                  f"{ratio(paired(dry['launch dry_run'], dry['bare compose'], lambda s: s['seconds']))} |", "",
                   "The dry run composes, validates (every rule, the facts of the machine), plans and prints the "
                   "launch script; the bare compose only imports Hydra and the schema and composes.", ""]
     if "tokenize" in args.parts:
-        t = {tool: stat([s["rows_per_s"] for s in samples["tokenize"] if s["tool"] == tool]) for tool in TOOLS}
+        tok = {tool: [s for s in samples["tokenize"] if s["tool"] == tool] for tool in TOOLS}
+        t = {tool: stat([s["rows_per_s"] for s in tok[tool]]) for tool in TOOLS}
+        tr = paired(tok["ours"], tok["lf"], lambda s: s["rows_per_s"])
         sec = {tool: stat([s["seconds"] for s in samples["tokenize"] if s["tool"] == tool]) for tool in TOOLS}
         tokens = {tool: next((s["tokens"] for s in samples["tokenize"] if s["tool"] == tool), None) for tool in TOOLS}
         lines += [f"### Tokenization: {args.tok_rows:,} rows, raw json -> tokenized rows (goal: ours >= 1.5x)", "",
                   "| | ours | LLaMA-Factory | ratio ours/LF | goal |", "|---|---|---|---|---|",
-                  f"| rows/s | {fmt(t['ours'], 0)} | {fmt(t['lf'], 0)} | {ratio(t['ours'], t['lf'])} | "
-                  f"{verdict(t['ours'], t['lf'], '>= 1.5x')} |",
+                  f"| rows/s | {fmt(t['ours'], 0)} | {fmt(t['lf'], 0)} | {ratio(tr)} | {verdict(tr, '>= 1.5x')} |",
                   f"| seconds | {fmt(sec['ours'], 2)} | {fmt(sec['lf'], 2)} | | |",
                   f"| tokens in the rows | {tokens['ours'] or 0:,} | {tokens['lf'] or 0:,} | | |", "",
                   "Each tool's own pipeline (ours: `launcher.data.pipeline.build`; LLaMA-Factory: "
@@ -586,19 +596,21 @@ def render(result: dict, args) -> str:
                         ("peak RSS per rank, max rank (MiB)", "rss", 0, "<= 1.0x"),
                         ("trained tokens (non-pad)", "trained_tokens", 0, "")]
                 for label, key, digits, goal in rows:
-                    vals = {tool: stat([max(s["peak_rss_mb_per_rank"]) if key == "rss" else s[key]
-                                        for s in pick[tool]]) for tool in TOOLS}
+                    def value(s, key=key):
+                        return max(s["peak_rss_mb_per_rank"]) if key == "rss" else s[key]
+
+                    vals = {tool: stat([value(s) for s in pick[tool]]) for tool in TOOLS}
+                    r = paired(pick["ours"], pick["lf"], value)
                     lines.append(f"| {ranks} | {'on' if packing else 'off'} | {label} | {fmt(vals['ours'], digits)} | "
-                                 f"{fmt(vals['lf'], digits)} | {ratio(vals['ours'], vals['lf'])} | "
-                                 f"{verdict(vals['ours'], vals['lf'], goal)} |")
-            ours_pack = [s["tokens_per_s"] for s in train
-                         if s["tool"] == "ours" and s["ranks"] == ranks and s["packing"]]
-            lf_default = [s["tokens_per_s"] for s in train if s["tool"] == "lf" and s["ranks"] == ranks
-                          and not s["packing"]]
+                                 f"{fmt(vals['lf'], digits)} | {ratio(r)} | {verdict(r, goal)} |")
+            ours_pack = [s for s in train if s["tool"] == "ours" and s["ranks"] == ranks and s["packing"]]
+            lf_default = [s for s in train if s["tool"] == "lf" and s["ranks"] == ranks and not s["packing"]]
             if ours_pack and lf_default:
-                lines.append(f"| {ranks} | ours on, LF off | trained tokens/s | {fmt(stat(ours_pack), 0)} | "
-                             f"{fmt(stat(lf_default), 0)} | {ratio(stat(ours_pack), stat(lf_default))} | "
-                             f"{verdict(stat(ours_pack), stat(lf_default), '>= 1.3x')} |")
+                r = paired(ours_pack, lf_default, lambda s: s["tokens_per_s"])
+                lines.append(f"| {ranks} | ours on, LF off | trained tokens/s | "
+                             f"{fmt(stat([s['tokens_per_s'] for s in ours_pack]), 0)} | "
+                             f"{fmt(stat([s['tokens_per_s'] for s in lf_default]), 0)} | {ratio(r)} | "
+                             f"{verdict(r, '>= 1.3x')} |")
         lines += ["", "Trained tokens differ between the tools where the rows do (packing: how the rows are "
                   "filled; each counts its own non-pad tokens), so tokens/s, not time, is the speed to compare.",
                   ""]
