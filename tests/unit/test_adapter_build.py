@@ -121,6 +121,29 @@ def test_prefix_reaches_generate_and_forward_without_the_deprecated_kwarg(tiny_m
     assert greedy.tolist() != base_greedy.tolist()
 
 
+@pytest.mark.parametrize("projection", [False, True])
+def test_a_saved_prefix_continues_training_with_its_vectors(tiny_model, tmp_path, projection):
+    """adapter.adapter_name_or_path with adapter=prefix: the saved prefix trains on (peft itself refuses a
+    prompt-learning adapter from disk as trainable); a projected one continues as the vectors it saved."""
+    from peft import PeftModel
+
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    saved = load_model(cfg("adapter=prefix", "adapter.pre_seq_len=8", f"adapter.prefix_projection={projection}"),
+                       "fp32")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in trainable(saved).values():
+            p.normal_(0, 1.0)
+    saved.save_pretrained(str(tmp_path / "prefix"))
+    model = load_model(cfg("adapter=prefix", f"adapter.adapter_name_or_path={tmp_path / 'prefix'}"), "fp32").eval()
+    assert count_parameters(model)[0] == prefix_count(8, False)
+    assert all(n.startswith("prompt_encoder.") for n in trainable(model))
+    expected = PeftModel.from_pretrained(load_base(cfg(), torch.float32), str(tmp_path / "prefix")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, expected(ids).logits)
+        assert not torch.allclose(model(ids).logits, load_base(cfg(), torch.float32)(ids).logits, atol=1e-3)
+
+
 @pytest.mark.parametrize("adapter, precision, trainable_dtype, frozen_dtype", [
     ("full", "bf16", torch.float32, None),
     ("full", "pure_bf16", torch.bfloat16, None),

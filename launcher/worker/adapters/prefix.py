@@ -47,15 +47,31 @@ def use_cache_kwarg(peft_model):
 
 
 def attach(model, cfg: Any):
-    from peft import PeftModel, PrefixTuningConfig, TaskType, get_peft_model
+    from peft import PrefixTuningConfig, TaskType, get_peft_model
 
     a = cfg.adapter
     paths = split_list(a.adapter_name_or_path)
     if paths:
-        log.info("prefix: continuing to train prefix %s", paths[0])
-        return use_cache_kwarg(PeftModel.from_pretrained(model, paths[0], is_trainable=True))
+        return use_cache_kwarg(continued(model, paths[0]))
     config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, **prefix_kwargs(a, model.config.hidden_size))
     return use_cache_kwarg(get_peft_model(model, config))
+
+
+def continued(model, adapter_dir: str):
+    """A saved prefix, trainable again. peft refuses is_trainable for a prompt-learning adapter read from disk,
+    so a fresh prefix model of the saved config gets the saved vectors. A saved prefix holds the vectors the
+    projection MLP produced, not the MLP, so a projected prefix continues as plain vectors (no projection)."""
+    from peft import PeftConfig, get_peft_model, load_peft_weights, set_peft_model_state_dict
+
+    config = PeftConfig.from_pretrained(adapter_dir)
+    if config.prefix_projection:
+        log.warning("prefix: %s was trained with prefix_projection; its saved vectors continue training as "
+                    "plain vectors (the projection MLP is not saved)", adapter_dir)
+    config.inference_mode, config.prefix_projection = False, False
+    log.info("prefix: continuing to train prefix %s", adapter_dir)
+    peft_model = get_peft_model(model, config)
+    set_peft_model_state_dict(peft_model, load_peft_weights(adapter_dir))
+    return peft_model
 
 
 def load(model, adapter_dir: Path):
