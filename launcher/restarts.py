@@ -4,7 +4,7 @@ whether the loop restarts the rank group.
 launch.sh calls `python -m launcher.restarts RUN_DIR ...` once per attempt and node; it prints `restart` or
 the exit status launch.sh ends with. No torch here: it runs between attempts, on every node, in a second.
 
-No restart after: success; a signal to launch.sh (the user's or the scheduler's); ranks that stopped on a
+No restart after: success (also when a rank fails at its exit after rank 0's "done" event); a signal to launch.sh (the user's or the scheduler's); ranks that stopped on a
 signal after saving (interrupted.json of this attempt: exit 75); a rank's "fatal" event of this attempt (bad
 data, a failed preflight check: a restart cannot fix it, exit with its code); or when restarts are used up.
 """
@@ -56,15 +56,18 @@ class Decision:
 
 
 def decide(*, exit_code: int, signal: int, interrupted: bool, fatal: Optional[Mapping[str, Any]], restart: int,
-           max_restarts: int) -> Decision:
+           max_restarts: int, done: bool = False) -> Decision:
     """Pure: what the loop does after an attempt that ended with exit_code (signal: the one launch.sh got, 0
-    if none; interrupted: the ranks wrote interrupted.json during this attempt)."""
+    if none; interrupted: the ranks wrote interrupted.json during this attempt; done: rank 0 wrote its last
+    output during this attempt, so a failure came later, at a rank's exit)."""
     if signal:
         return Decision("signal", EXIT_INTERRUPTED if interrupted else 128 + signal)
     if interrupted:
         return Decision("interrupted", EXIT_INTERRUPTED)
     if exit_code == 0:
         return Decision("finished", 0)
+    if done:
+        return Decision("finished; a rank failed at its exit", 0)
     if fatal is not None:
         return Decision(f"fatal: {fatal.get('check', '?')}", int(fatal.get("exit_code") or exit_code))
     if restart >= max_restarts:
@@ -74,6 +77,10 @@ def decide(*, exit_code: int, signal: int, interrupted: bool, fatal: Optional[Ma
 
 def attempt_fatal(events: Sequence[Mapping[str, Any]], started: float) -> Optional[Mapping[str, Any]]:
     return next((e for e in events if e.get("event") == "fatal" and e.get("time", 0) >= started), None)
+
+
+def attempt_done(events: Sequence[Mapping[str, Any]], started: float) -> bool:
+    return any(e.get("event") == "done" and e.get("time", 0) >= started for e in events)
 
 
 def attempt_stuck(events: Sequence[Mapping[str, Any]], started: float) -> Optional[Failure]:
@@ -109,7 +116,10 @@ def after_attempt(run: RunDir, *, node: int, restart: int, max_restarts: int, ex
     events = read_events(run)
     fatal = attempt_fatal(events, started)
     decision = decide(exit_code=exit_code, signal=signal, interrupted=interrupted_since(run, started), fatal=fatal,
-                      restart=restart, max_restarts=max_restarts)
+                      restart=restart, max_restarts=max_restarts, done=attempt_done(events, started))
+    if decision.exit_code == 0 and exit_code != 0:
+        print(f"launch.sh: node {node}: a rank exited with code {exit_code} after the run had written all its "
+              "outputs; not restarting", file=sys.stderr)
     failure = None  # after a signal or a save, no rank failed (torchrun reports the stopped ones all the same)
     if decision.reason == "rank failed":
         failure = attempt_stuck(events, started) or root_cause(read_from(log, log_offset))

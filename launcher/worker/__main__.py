@@ -6,6 +6,7 @@ import gc
 import logging
 import os
 import sys
+import time
 
 from launcher.pdeathsig import die_with_parent
 
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         worker.setup()
         worker.train()
+        if worker.rank == 0:  # every output is written: a rank that crashes from here on (at its exit) is no
+            append_event(worker.run, {"event": "done", "time": time.time()})  # reason to train again
     except DataError as e:  # bad data found only now (past the first rows validate scans): no traceback
         logging.getLogger("launcher.worker").error("data: %s", e)
         print(f"error: {e}", file=sys.stderr)

@@ -48,6 +48,9 @@ def test_root_cause_names_the_failed_rank_and_host():
     (dict(exit_code=1, signal=2, interrupted=True), ("signal", EXIT_INTERRUPTED)),
     (dict(exit_code=0, interrupted=True), ("interrupted", EXIT_INTERRUPTED)),
     (dict(exit_code=1, fatal={"check": "data", "exit_code": 2}), ("fatal: data", 2)),
+    # rank 0 had written every output when a rank failed at its exit: nothing to train again
+    (dict(exit_code=250, done=True), ("finished; a rank failed at its exit", 0)),
+    (dict(exit_code=1, signal=15, done=True), ("signal", 143)),
 ])
 def test_decide(kw, expected):
     args = dict(exit_code=0, signal=0, interrupted=False, fatal=None, restart=0, max_restarts=2) | kw
@@ -111,3 +114,18 @@ def test_a_rank_named_stuck_by_rank_0_is_the_failed_one_not_the_rank_that_timed_
                   started=100.0)
     assert read_events(run)[-1]["failed_rank"] == 1
     assert "rank 1 (stuck in a collective) failed; not restarting" in capsys.readouterr().err
+
+
+def test_a_rank_failing_after_rank_0_is_done_ends_the_loop_finished(tmp_path, capsys):
+    run = RunDir(tmp_path)
+    log = tmp_path / "none.log"
+    append_event(run, {"event": "done", "time": 100.0})  # an earlier attempt's: does not count
+    assert after_attempt(run, node=0, restart=0, max_restarts=3, exit_code=250, signal=0, log=log, log_offset=0,
+                         started=200.0).exit_code is None
+    append_event(run, {"event": "done", "time": 300.0})
+    d = after_attempt(run, node=0, restart=1, max_restarts=3, exit_code=250, signal=0, log=log, log_offset=0,
+                      started=250.0)
+    assert d.exit_code == 0 and read_events(run)[-1]["restarting"] is False
+    assert read_events(run)[-1]["exit_code"] == 250
+    assert "a rank exited with code 250 after the run had written all its outputs; not restarting" \
+        in capsys.readouterr().err
