@@ -4,9 +4,10 @@ whether the loop restarts the rank group.
 launch.sh calls `python -m launcher.restarts RUN_DIR ...` once per attempt and node; it prints `restart` or
 the exit status launch.sh ends with. No torch here: it runs between attempts, on every node, in a second.
 
-No restart after: success (also when a rank fails at its exit after rank 0's "done" event); a signal to launch.sh (the user's or the scheduler's); ranks that stopped on a
-signal after saving (interrupted.json of this attempt: exit 75); a rank's "fatal" event of this attempt (bad
-data, a failed preflight check: a restart cannot fix it, exit with its code); or when restarts are used up.
+No restart after: success (also when a rank fails at its exit after rank 0's "done" event); a signal to
+launch.sh (the user's or the scheduler's); ranks that stopped on a signal after saving (interrupted.json of
+this attempt: exit 75); a rank's "fatal" event of this attempt (bad data, a failed preflight check: a restart
+cannot fix it, exit with its code); or when restarts are used up.
 """
 from __future__ import annotations
 
