@@ -15,7 +15,7 @@ import torch
 from launcher.inference import TrainedRun, open_run
 from launcher.precision import COMPUTE_DTYPES, DTYPE_NAMES, auto_precision
 from launcher.schema import split_list
-from launcher.worker.adapters import attach_adapter, load_adapter, predict_adapter
+from launcher.worker.adapters import attach_adapter, inference_adapter, load_adapter
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def load_model(cfg: Any, precision: str, device_index: int = 0):
         # Training needs no KV cache, and with one transformers ignores packed rows' position_ids restarts.
         model.config.use_cache = False
         # predict only: the trained adapter for inference (peft refuses a trainable prefix loaded from disk)
-        model = attach_adapter(model, cfg, precision) if cfg.train.do_train else predict_adapter(model, cfg)
+        model = attach_adapter(model, cfg, precision) if cfg.train.do_train else inference_adapter(model, cfg)
     if is_reward_model(cfg) and adapter == "freeze":  # the new head always trains (peft saves it with a LoRA)
         model.score.requires_grad_(True)
     return model
@@ -158,12 +158,9 @@ def load_model(cfg: Any, precision: str, device_index: int = 0):
 def load_for_eval(cfg: Any, precision: str, device_index: int = 0):
     """stage=eval: the base in the compute dtype with adapter_name_or_path loaded for inference as launch-chat loads
     a run (LoRA: the adapters before the last merged, the last loaded; prefix: its prefix); none: the base."""
-    paths = split_list(cfg.adapter.adapter_name_or_path)
     model = load_base(cfg, DTYPES[COMPUTE_DTYPES[precision]], quantization=quantization_kwargs(cfg.adapter, precision),
                       device_index=device_index)
-    if cfg.adapter.name.value in ("full", "freeze") or not paths:
-        return model.eval()
-    return load_adapter(model, cfg, Path(paths[-1])).eval()
+    return inference_adapter(model, cfg).eval()
 
 
 def load_trained(cfg: Any, final_dir: Path, dtype: str, quantize: bool = False):

@@ -37,15 +37,16 @@ def attach_adapter(model, cfg: Any, precision: str):
     return model
 
 
-def predict_adapter(model, cfg: Any):
-    """train.do_train=false: the trained adapter (adapter_name_or_path's last, after merging the others) loaded for
-    inference; the base alone without one (full, freeze: model_name_or_path is the trained model)."""
+def inference_adapter(model, cfg: Any):
+    """The trained adapter of adapter_name_or_path (its last, after merging the others) loaded for inference:
+    predict-only runs and stage=eval; the base alone without one (full, freeze: model_name_or_path is the
+    trained model)."""
     from launcher.schema import split_list
 
     paths = split_list(cfg.adapter.adapter_name_or_path)
     if cfg.adapter.name.value in ("full", "freeze") or not paths:
         return model
-    log.info("predict: adapter %s", paths[-1])
+    log.info("adapter %s, for inference", paths[-1])
     return load_adapter(model, cfg, Path(paths[-1]))
 
 
