@@ -170,7 +170,9 @@ def prepare(cfg: Any, tokenizer, *, local_rank: int = 0, rank: int = 0, run_dir:
                                                                       eval_attrs),
                                        {"key": key, "inputs": inputs, "built_for": run_dir})
                     tokenized_here = meta["rows_tokenized"]
-                    log.info("data: tokenized %d rows in %.1f s", tokenized_here, time.perf_counter() - started)
+                    log.info("data: tokenized %d rows in %.1f s (%d process%s)", tokenized_here,
+                             time.perf_counter() - started, meta["tokenize_processes"],
+                             "es" if meta["tokenize_processes"] > 1 else "")
         except Timeout:
             raise DataError(f"waited {d.cache_timeout_s} s for the lock {root / key}.lock held by another "
                             "launch building the same cache; raise data.cache_timeout_s, or remove the lock "

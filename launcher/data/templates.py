@@ -138,6 +138,7 @@ def auto_segments(tokenizer: Any, conversations: Sequence[Sequence[dict]]) -> li
         raise TemplateError("template=auto needs a tokenizer with a chat_template; this one has none. "
                             f"Set data.template to one of {', '.join(TEMPLATES)}")
     split = [split_conversation(messages) for messages in conversations]
+    render = chat_renderer(tokenizer, conversations)
     histories: list[list[dict]] = [[{"role": "system", "content": system}] if system else [] for system, _ in split]
     rendered = [""] * len(split)
     out: list[list[tuple[str, bool]]] = [[] for _ in split]
@@ -146,11 +147,10 @@ def auto_segments(tokenizer: Any, conversations: Sequence[Sequence[dict]]) -> li
         for i in live:
             role, user, _ = split[i][1][k]
             histories[i].append({"role": role, "content": user})
-        prompts = tokenizer.apply_chat_template([histories[i] for i in live], tokenize=False,
-                                                add_generation_prompt=True)
+        prompts = render([histories[i] for i in live], add_generation_prompt=True)
         for i in live:
             histories[i].append({"role": "assistant", "content": split[i][1][k][2]})
-        fulls = tokenizer.apply_chat_template([histories[i] for i in live], tokenize=False)
+        fulls = render([histories[i] for i in live], add_generation_prompt=False)
         for i, prompt, full in zip(live, prompts, fulls):
             if not (prompt.startswith(rendered[i]) and full.startswith(prompt)):
                 raise TemplateError("the tokenizer's chat_template does not render a conversation as a prefix of "
@@ -158,6 +158,28 @@ def auto_segments(tokenizer: Any, conversations: Sequence[Sequence[dict]]) -> li
             out[i] += [(prompt[len(rendered[i]):], False), (full[len(prompt):], True)]
             rendered[i] = full
     return out
+
+
+def chat_renderer(tokenizer: Any, conversations: Sequence[Sequence[dict]]):
+    """render(histories, add_generation_prompt) -> texts: apply_chat_template(tokenize=False) of each history.
+
+    For messages of plain strings (what the converter gives) the compiled template is rendered directly, as
+    transformers renders it after its message normalisation, which for such messages changes nothing
+    (no None values to drop, no objects to turn into dicts, no reasoning fields to alias) yet costs as much
+    as the rendering itself. Anything else goes through apply_chat_template."""
+    try:  # transformers' cached compile of a chat template (the sandboxed environment apply_chat_template uses)
+        from transformers.utils.chat_template_utils import _REASONING_FIELDS, _compile_jinja_template
+    except ImportError:  # renamed in another version: apply_chat_template renders every history
+        _REASONING_FIELDS, _compile_jinja_template = (), None
+    plain = all(type(v) is str and k not in _REASONING_FIELDS for c in conversations for m in c for k, v in m.items())
+    template = tokenizer.get_chat_template() if plain and _compile_jinja_template else None
+    if template is None:
+        return lambda histories, add_generation_prompt: tokenizer.apply_chat_template(
+            histories, tokenize=False, add_generation_prompt=add_generation_prompt)
+    compiled, specials = _compile_jinja_template(template), dict(tokenizer.special_tokens_map)
+    return lambda histories, add_generation_prompt: [
+        compiled.render(messages=h, tools=None, documents=None, add_generation_prompt=add_generation_prompt, **specials)
+        for h in histories]
 
 
 def render_segments(template: str, tokenizer: Any, messages: Sequence[dict]) -> list[tuple[str, bool]]:

@@ -131,6 +131,41 @@ def test_worker_processes_give_the_same_rows(tmp_path, tokenizer):
     assert one["row_id"] == two["row_id"] and one["input_ids"] == two["input_ids"]
 
 
+def test_large_sets_tokenize_in_several_processes_unless_workers_are_set(tmp_path, tokenizer, monkeypatch):
+    import os
+
+    from launcher.data import pipeline
+
+    cores = len(os.sched_getaffinity(0))
+    assert pipeline.auto_workers(pipeline.ROWS_PER_WORKER - 1) is None
+    assert pipeline.auto_workers(pipeline.ROWS_PER_WORKER * 2) == (2 if cores > 1 else None)
+    assert pipeline.auto_workers(pipeline.ROWS_PER_WORKER * 100) == min(cores, pipeline.MAX_AUTO_WORKERS)
+    one = prepare(config(tmp_path, "data=demo_mix"), tokenizer)
+    monkeypatch.setattr(pipeline, "ROWS_PER_WORKER", 10)  # the demo mix is then "large"
+    auto = prepare(config(tmp_path / "auto", "data=demo_mix"), tokenizer)
+    pinned = prepare(config(tmp_path / "pinned", "data=demo_mix", "data.preprocessing_num_workers=1"), tokenizer)
+    assert (one.record["tokenize_processes"], auto.record["tokenize_processes"],
+            pinned.record["tokenize_processes"]) == (1, min(cores, pipeline.MAX_AUTO_WORKERS), 1)
+    assert one.train["input_ids"] == auto.train["input_ids"] == pinned.train["input_ids"]
+
+
+def test_one_process_tokenizes_with_the_tokenizer_threads_then_turns_them_off(monkeypatch):
+    import os
+
+    from launcher.data.pipeline import tokenizer_threads
+
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # as plan.py sets it for ranks
+    with tokenizer_threads(None):
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+    with tokenizer_threads(2):  # worker processes fork from this one: no threads before that
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM")
+    with tokenizer_threads(1):
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
+
+
 def test_interleave_probabilities_are_honoured(tmp_path, tokenizer):
     for name in ("a", "b"):
         (tmp_path / f"{name}.jsonl").write_text("".join(

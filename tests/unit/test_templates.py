@@ -212,3 +212,55 @@ def test_a_batch_tokenizes_as_each_row_and_segment_alone(tokenizer, template):
         n_prompt, n_answer = budget(len(prompt_ids), max(len(chosen), len(rejected)), 64)
         assert (dpo["prompt_ids"][j], dpo["chosen_ids"][j], dpo["rejected_ids"][j]) == \
             (prompt_ids[:n_prompt], chosen[:n_answer], rejected[:n_answer])
+
+
+# ---- template=auto renders the compiled chat template directly: the same text as apply_chat_template -----------
+
+CHAT_TEMPLATES = {  # the shapes of real ones: trim filters, a default system, raise_exception, tojson, loop state
+    "llama3": "{% for message in messages %}{% set content = '<|start_header_id|>' + message['role'] + "
+              "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+              "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+              "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}",
+    "qwen2": "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + "
+             "'<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+             "{%- endif %}{%- for message in messages %}{%- if not (message.role == 'system' and loop.first) %}"
+             "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
+             "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
+    "gemma": "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+             "{% endif %}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}"
+             "{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\\n' + "
+             "message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}"
+             "{{ '<start_of_turn>model\\n' }}{% endif %}",
+    "json": "{% for message in messages %}{{ message | tojson }}{% if loop.last %}{{ eos_token }}{% endif %}{% endfor %}"
+            "{% if add_generation_prompt %}[{{ messages | length }}]{% endif %}",
+}
+HISTORIES = [CONVERSATION[1:2], CONVERSATION[1:3], CONVERSATION, CONVERSATION[:2],
+             [{"role": "user", "content": "  spaced  \n"}, {"role": "assistant", "content": " {{ not jinja }} "}]]
+
+
+@pytest.mark.parametrize("name", sorted(CHAT_TEMPLATES))
+def test_direct_rendering_equals_apply_chat_template(tiny_model, name, monkeypatch):
+    import jinja2
+    from transformers import AutoTokenizer
+
+    from launcher.data.templates import chat_renderer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.chat_template = CHAT_TEMPLATES[name]
+    histories = [h for h in HISTORIES if h[0]["role"] != "system"] if name == "gemma" else HISTORIES
+    expected = {flag: tokenizer.apply_chat_template(histories, tokenize=False, add_generation_prompt=flag)
+                for flag in (True, False)}
+    monkeypatch.setattr(tokenizer, "apply_chat_template", None)  # the direct path does not call it
+    render = chat_renderer(tokenizer, histories)
+    assert {flag: render(histories, flag) for flag in (True, False)} == expected
+    if name == "gemma":  # the template's own error, as apply_chat_template raises it
+        with pytest.raises(jinja2.exceptions.TemplateError, match="System role not supported"):
+            chat_renderer(tokenizer, [CONVERSATION])([CONVERSATION], False)
+
+
+def test_messages_that_are_not_plain_strings_go_through_apply_chat_template(tokenizer):
+    from launcher.data.templates import chat_renderer
+
+    odd = [[{"role": "user", "content": "Hi", "name": None}, {"role": "assistant", "content": "Yo"}],
+           [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo", "reasoning_content": "think"}]]
+    assert chat_renderer(tokenizer, odd)(odd, False) == tokenizer.apply_chat_template(odd, tokenize=False)
