@@ -69,21 +69,43 @@ DIRECT = {
     "metric_for_best_model": "train.metric_for_best_model", "greater_is_better": "train.greater_is_better",
     "early_stopping_steps": "train.early_stopping_steps",
     "dataloader_num_workers": "train.dataloader_num_workers", "ddp_timeout": "train.ddp_timeout",
-    "gradient_checkpointing": "train.gradient_checkpointing",
+    "gradient_checkpointing": None,  # with disable_gradient_checkpointing (_checkpointing)
     # EvaluationArguments (an eval yaml: `task` makes it stage=eval)
     "n_shot": "eval.n_shot", "batch_size": "eval.batch_size", "save_dir": "output_dir",
 }
 DIRECT = {k: v for k, v in DIRECT.items() if v}
 
+
+def _trained(stage: str, lf: dict) -> bool:
+    """Whether LLaMA-Factory trains the model (its is_trainable: do_train, which we take as true when unset)."""
+    return stage != "eval" and lf.get("do_train", True) is not False
+
+
+def _checkpoints(stage: str, ftype: str, lf: dict) -> bool | str:
+    """LLaMA-Factory's prepare_model_for_training checkpoints every model it trains, ppo's policy included."""
+    if "gradient_checkpointing" in lf or not _trained(stage, lf):
+        return False  # the file decides (_checkpointing); nothing is trained
+    if stage == "ppo":
+        return ("LLaMA-Factory checkpoints ppo's policy; TRL's PPOTrainer does not checkpoint activations, so "
+                "train.gradient_checkpointing stays false")
+    if ftype == "prefix":  # only typed after lf= (LLaMA-Factory has no prefix tuning)
+        return ("LLaMA-Factory checkpoints every model it trains; peft's prefix tuning does not work with "
+                "checkpointing, so train.gradient_checkpointing stays false")
+    return True
+
+
 #: LLaMA-Factory's (and TrainingArguments') defaults that differ from ours, applied when the file leaves the key
-#: out, and for which (stage, finetuning_type) they matter
-LF_DEFAULTS: dict[str, tuple[Any, Callable[[str, str], bool]]] = {
-    "lora_target": ("all", lambda stage, ftype: ftype == "lora"),
-    "cutoff_len": (2048, lambda stage, ftype: True),
-    "per_device_train_batch_size": (8, lambda stage, ftype: True),
-    "lr_scheduler_type": ("linear", lambda stage, ftype: True),
-    "logging_steps": (500, lambda stage, ftype: True),
-    "ppo_target": (6.0, lambda stage, ftype: stage == "ppo"),
+#: out. applies(stage, finetuning_type, the file's keys): True where the default matters, False where it does not,
+#: or why it holds there in LLaMA-Factory but not here (shown as the key's line, nothing set)
+LF_DEFAULTS: dict[str, tuple[Any, Callable[[str, str, dict], bool | str]]] = {
+    "lora_target": ("all", lambda stage, ftype, lf: ftype == "lora"),
+    "cutoff_len": (2048, lambda stage, ftype, lf: True),
+    "per_device_train_batch_size": (8, lambda stage, ftype, lf: True),
+    "lr_scheduler_type": ("linear", lambda stage, ftype, lf: True),
+    "logging_steps": (500, lambda stage, ftype, lf: True),
+    "ppo_target": (6.0, lambda stage, ftype, lf: stage == "ppo"),
+    # ModelArguments: checkpointing on unless disabled (ours is off unless asked)
+    "disable_gradient_checkpointing": (False, _checkpoints),
 }
 
 #: LLaMA-Factory's GeneratingArguments: our generation node (predict), except that stage=ppo samples with stage.*
@@ -198,8 +220,45 @@ def _eval_keys(m: Mapping, rest: dict) -> None:
         m.noop("download_mode", rest.pop("download_mode"), "nothing is downloaded at run time: task data is local")
 
 
-def translate(lf: dict) -> Mapping:
-    """LLaMA-Factory train yaml (a dict) -> our overrides. Pure."""
+def _checkpointing(m: Mapping, rest: dict, stage: str) -> None:
+    """disable_gradient_checkpointing (ModelArguments, false unless set) and TrainingArguments'
+    gradient_checkpointing -> train.gradient_checkpointing, as LLaMA-Factory behaves: prepare_model_for_training
+    enables checkpointing unless disable_gradient_checkpointing, and the Trainer enables it (again) for
+    gradient_checkpointing: true, so either one turns it on and `gradient_checkpointing: false` turns nothing off."""
+    if "use_reentrant_gc" in rest:
+        m.noop("use_reentrant_gc", rest.pop("use_reentrant_gc"), "we always checkpoint non-reentrant, so gradients "
+               "reach an adapter whose inputs (frozen embeddings) need none")
+    given = {k: rest.pop(k) for k in ("disable_gradient_checkpointing", "gradient_checkpointing") if k in rest}
+    if not given:
+        return
+    keys = " ".join(f"{k}={show(v)}" for k, v in given.items())
+    if not _trained(stage, rest):
+        m.lines.append(f"{keys} -> (nothing is trained: no activations to checkpoint)")
+        return
+    disable, asked = given.get("disable_gradient_checkpointing", False), given.get("gradient_checkpointing")
+    on = bool(asked) or not disable
+    why = ""
+    if on and disable:
+        why = (" (as LLaMA-Factory: disable_gradient_checkpointing skips its own enabling, but the Trainer still "
+               "checkpoints for gradient_checkpointing: true)")
+    elif asked is False and not disable:
+        if stage == "ppo":  # ours would warn that TRL's PPOTrainer does not checkpoint
+            on, why = False, " (TRL's PPOTrainer does not checkpoint activations)"
+        else:
+            why = (" (as LLaMA-Factory: it checkpoints a trained model unless disable_gradient_checkpointing: true; "
+                   "gradient_checkpointing: false turns nothing off)")
+    m.lines.append(f"{keys} -> {_set('train.gradient_checkpointing', on)}{why}")
+    m.overrides.append(_set("train.gradient_checkpointing", on))
+
+
+#: our adapter choice -> the finetuning_type LF_DEFAULTS' callbacks see (qlora is LLaMA-Factory's lora, quantized)
+FINETUNING_TYPE = {"qlora": "lora"}
+
+
+def translate(lf: dict, choices: Optional[dict[str, str]] = None) -> Mapping:
+    """LLaMA-Factory train yaml (a dict) -> our overrides. Pure. choices: stage/adapter chosen on the command line
+    after lf=, which replace the file's, so LLaMA-Factory's defaults are applied for the run's own stage and
+    adapter (adapter=prefix typed over a lora file gets no checkpointing, which prefix refuses)."""
     m = Mapping()
     groups: list[str] = []
     rest = dict(lf)
@@ -227,9 +286,17 @@ def translate(lf: dict) -> Mapping:
         m.refuse("finetuning_type", ftype, "adapters are lora, freeze, full (and our qlora, prefix)")
 
     # a key the file leaves out means LLaMA-Factory's default, where it differs from ours
-    defaulted = [k for k, (value, applies) in LF_DEFAULTS.items()
-                 if k not in rest and applies(stage, ftype) and stage != "eval"]
-    rest.update({k: LF_DEFAULTS[k][0] for k in defaulted})
+    choices = choices or {}
+    run_stage, adapter = choices.get("stage", stage), choices.get("adapter", ftype)
+    run_ftype = FINETUNING_TYPE.get(adapter, adapter)
+    where = {k: applies(run_stage, run_ftype, rest) for k, (value, applies) in LF_DEFAULTS.items()
+             if k not in rest and run_stage != "eval"}
+    defaulted = [k for k, applies in where.items() if applies]
+    for k in defaulted:
+        if where[k] is True:
+            rest[k] = LF_DEFAULTS[k][0]
+        else:
+            m.noop(k, LF_DEFAULTS[k][0], where[k])
     if rest.get("do_predict") and stage != "ppo":
         generation_defaulted = [k for k in LF_GENERATION_DEFAULTS if k not in rest]
         rest.update({k: LF_GENERATION_DEFAULTS[k] for k in generation_defaulted})
@@ -275,6 +342,7 @@ def translate(lf: dict) -> Mapping:
         else:
             m.refuse("flash_attn", value, "values are auto, fa2, sdpa, disabled")
 
+    _checkpointing(m, rest, run_stage)
     # train and/or predict (with generation)
     if "do_train" in rest:
         value = rest.pop("do_train")
@@ -339,8 +407,8 @@ def translate(lf: dict) -> Mapping:
     return m
 
 
-def import_file(path: str | Path) -> Mapping:
-    return translate(load_yaml(path))
+def import_file(path: str | Path, choices: Optional[dict[str, str]] = None) -> Mapping:
+    return translate(load_yaml(path), choices)
 
 
 def refusal_message(path: str | Path, m: Mapping) -> str:
@@ -400,8 +468,12 @@ def expand_lf_args(args: list[str], echo: Callable[[str], None] = print) -> list
         print(f"launch: give one lf=FILE, got {len(files)}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     path = files[0][3:]
+    ours = [a for a in args if not a.startswith("lf=")]
+    # the run's own stage and adapter decide LLaMA-Factory's defaults (a -m sweep's a,b: the file's)
+    typed_choices = dict(a.split("=", 1) for a in ours
+                         if a.partition("=")[0] in ("stage", "adapter") and "," not in a)
     try:
-        m = import_file(path)
+        m = import_file(path, typed_choices)
     except (OSError, ValueError, yaml.YAMLError) as e:
         print(f"launch: lf={path}: {e}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
@@ -411,7 +483,6 @@ def expand_lf_args(args: list[str], echo: Callable[[str], None] = print) -> list
     echo(f"LLaMA-Factory {path}:")
     for line in m.lines:
         echo(f"  {line}")
-    ours = [a for a in args if not a.startswith("lf=")]
     # a group typed on the command line replaces the file's choice (Hydra refuses a group chosen twice)
     typed = {a.partition("=")[0].lstrip("+~") for a in ours}
     if "zero" in typed:  # the file's zero.config belongs to its own zero choice

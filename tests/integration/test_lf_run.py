@@ -54,6 +54,8 @@ def test_lf_yaml_trains_the_tiny_model(tmp_path, tiny_model):
     assert "warmup_ratio=0.5 -> train.warmup_ratio=0.5" in r.stdout
     cfg = load_run_config(str(run / "config.yaml"))
     assert cfg.adapter.lora_rank == 4 and cfg.train.learning_rate == 1e-2 and cfg.train.ddp_timeout == 600
+    # LLaMA-Factory checkpoints unless told not to: so does the import (the LoRA still trains through it)
+    assert cfg.train.gradient_checkpointing is True
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
     assert (run / "final" / "adapter_model.safetensors").is_file()
     # warmup over half of the 4 steps: the first steps train below the peak learning rate, the last at it

@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from launcher import PROJECT_ROOT
 from launcher.cli import quote_numeric_choices
 from launcher.lf_import import load_yaml, recipe_text, translate
-from tests.support import TINY_MODEL, compose, run_launch, run_module, worker_training_kwargs
+from launcher.validate import validate
+from tests.support import TINY_MODEL, compose, facts, run_launch, run_module, worker_training_kwargs
 
 LORA_SFT = f"""\
 ### model
@@ -196,8 +197,10 @@ def test_lora_sft_maps_every_key(tmp_path):
               "train.ddp_timeout=180000000", "data.val_size=0.1", "train.eval_strategy=steps",
               "output_dir=saves/tiny/lora/sft", "overwrite_output_dir=true", "model.template=llama3"):
         assert o in m.overrides
-    # one line per key of the file (bf16 on the precision line), none silently dropped
-    assert len(m.lines) == len(load_yaml(tmp_path / "train.yaml"))
+    # one line per key of the file (bf16 on the precision line), none silently dropped, and one per default
+    # of LLaMA-Factory's the file leaves out (here disable_gradient_checkpointing)
+    given = [line for line in m.lines if not line.endswith("(unset: LLaMA-Factory's default)")]
+    assert len(given) == len(load_yaml(tmp_path / "train.yaml")) == len(m.lines) - 1
     assert "learning_rate=0.0001 -> train.learning_rate=0.0001" in m.lines
 
 
@@ -322,12 +325,13 @@ def test_the_yaml_trains_with_the_same_training_arguments_and_lora_config_as_our
             "train.learning_rate=1e-4", "train.num_train_epochs=3.0", "train.lr_scheduler_type=cosine",
             "train.warmup_ratio=0.1", "precision=bf16", "train.ddp_timeout=180000000", "data.val_size=0.1",
             "train.per_device_eval_batch_size=1", "train.eval_strategy=steps",
-            "train.eval_steps=500")
+            "train.eval_steps=500", "train.gradient_checkpointing=true")  # LLaMA-Factory's default
     from_yaml = worker_training_kwargs(tmp_path / "lf", *m.overrides)
     from_ours = worker_training_kwargs(tmp_path / "ours", *ours)
     assert from_yaml.pop("output_dir") != from_ours.pop("output_dir")  # each run dir's own checkpoints/
     assert from_yaml == from_ours
     assert from_yaml["learning_rate"] == 1e-4 and from_yaml["gradient_accumulation_steps"] == 8
+    assert from_yaml["activation_checkpointing"] is True
     assert lora_kwargs(compose(*m.overrides).adapter) == lora_kwargs(compose(*ours).adapter) == {
         "r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"],
         "modules_to_save": None, "use_rslora": False, "use_dora": False}
@@ -394,3 +398,107 @@ def test_llama_factory_eval_yaml_is_stage_eval_with_lm_evals_task(tmp_path):
     assert translate({"task": "ceval_validation"}).overrides[-1] == "eval.task=ceval-valid"
     assert [u.split("=")[0] for u in translate({"task": "mmlu_test", "task_dir": "evaluation"}).unsupported] == \
         ["task_dir"]
+
+
+def _gc_overrides(m) -> list[str]:
+    return [o for o in m.overrides if o.startswith("train.gradient_checkpointing=")]
+
+
+def _problems(m) -> list[str]:
+    cfg = compose(*m.overrides)
+    return [str(p) for p in validate(cfg, facts(cfg))]
+
+
+@pytest.mark.parametrize("disable", [True, False])
+def test_disable_gradient_checkpointing_is_ours_negated(disable):
+    m = translate({"model_name_or_path": str(TINY_MODEL), "stage": "sft", "dataset": "alpaca_demo",
+                   "disable_gradient_checkpointing": disable})
+    assert _gc_overrides(m) == [f"train.gradient_checkpointing={'false' if disable else 'true'}"]
+    assert f"disable_gradient_checkpointing={str(disable).lower()} -> {_gc_overrides(m)[0]}" in m.lines
+    assert compose(*m.overrides).train.gradient_checkpointing is not disable
+    assert _problems(m) == []
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_unset_checkpointing_is_llama_factorys_default_on_where_ours_accepts_it(tmp_path, name):
+    """LLaMA-Factory checkpoints every model it trains; ppo's TRL trainer does not checkpoint (our validate warns),
+    so there it stays off and the line says why."""
+    m = translate(load_yaml(_write(tmp_path, EXAMPLES[name])))
+    line = next(line for line in m.lines if line.startswith("disable_gradient_checkpointing=false -> "))
+    assert line.endswith("  (unset: LLaMA-Factory's default)")
+    if name == "ppo":
+        assert _gc_overrides(m) == [] and "TRL's PPOTrainer does not checkpoint" in line
+    else:
+        assert _gc_overrides(m) == ["train.gradient_checkpointing=true"]
+    cfg = compose(*m.overrides)
+    assert cfg.train.gradient_checkpointing is (name != "ppo")
+    assert not [p for p in _problems(m) if "gradient_checkpointing" in p]
+    if name in ("lora_sft", "full_ds_z3", "freeze", "kto"):  # the others name files this test has not made
+        assert _problems(m) == []
+
+
+def test_unset_checkpointing_on_for_rm_off_where_nothing_trains(tmp_path):
+    rm = translate({"model_name_or_path": str(TINY_MODEL), "stage": "rm", "dataset": "dpo_demo"})
+    assert _gc_overrides(rm) == ["train.gradient_checkpointing=true"] and _problems(rm) == []
+    # predict only (LLaMA-Factory's is_trainable is do_train) and eval yamls: nothing trained, nothing set
+    predict = translate({"model_name_or_path": str(TINY_MODEL), "stage": "sft", "do_train": False,
+                         "do_predict": True, "eval_dataset": "alpaca_demo"})
+    evaluation = translate(load_yaml(_write(tmp_path, LORA_EVAL)))
+    for m in (predict, evaluation):
+        assert _gc_overrides(m) == [] and not [line for line in m.lines if "checkpointing" in line]
+    assert compose(*predict.overrides).train.gradient_checkpointing is False
+    explicit = translate({"stage": "sft", "do_train": False, "disable_gradient_checkpointing": False})
+    assert _gc_overrides(explicit) == []
+    assert "disable_gradient_checkpointing=false -> (nothing is trained: no activations to checkpoint)" in \
+        explicit.lines
+
+
+def test_gradient_checkpointing_with_disable_as_llama_factory_runs_it():
+    """prepare_model_for_training skips enabling for disable_gradient_checkpointing, but the Trainer enables it for
+    TrainingArguments' gradient_checkpointing: true; `gradient_checkpointing: false` alone turns nothing off."""
+    base = {"model_name_or_path": str(TINY_MODEL), "stage": "sft", "dataset": "alpaca_demo"}
+    both = translate({**base, "gradient_checkpointing": True, "disable_gradient_checkpointing": True})
+    assert _gc_overrides(both) == ["train.gradient_checkpointing=true"]
+    line = next(line for line in both.lines if "checkpointing" in line)
+    assert line.startswith("disable_gradient_checkpointing=true gradient_checkpointing=true -> "
+                           "train.gradient_checkpointing=true (as LLaMA-Factory: ")
+    off = translate({**base, "gradient_checkpointing": False, "disable_gradient_checkpointing": True})
+    assert _gc_overrides(off) == ["train.gradient_checkpointing=false"]
+    alone = translate({**base, "gradient_checkpointing": False})
+    assert _gc_overrides(alone) == ["train.gradient_checkpointing=true"]
+    assert "turns nothing off" in next(line for line in alone.lines if "checkpointing" in line)
+    asked = translate({**base, "gradient_checkpointing": True})
+    assert _gc_overrides(asked) == ["train.gradient_checkpointing=true"]
+    assert not [line for line in asked.lines if line.startswith("disable_gradient_checkpointing")]
+    for m in (both, off, alone, asked):
+        assert m.unsupported == [] and _problems(m) == []
+    # ppo: ours does not checkpoint, so false stays false; true is passed on (and our validate warns)
+    ppo = translate({"stage": "ppo", "gradient_checkpointing": False})
+    assert _gc_overrides(ppo) == ["train.gradient_checkpointing=false"]
+
+
+def test_stage_and_adapter_typed_after_the_file_decide_its_checkpointing_default(tmp_path):
+    """`lf=FILE adapter=prefix` (prefix refuses checkpointing) or `stage=ppo` (TRL's does not checkpoint): no
+    LLaMA-Factory default is set that our validate would then refuse; adapter=qlora keeps lora's defaults."""
+    from launcher.lf_import import expand_lf_args
+
+    path = _write(tmp_path, LORA_SFT)
+    lines: list[str] = []
+    for typed, why in (("adapter=prefix", "peft's prefix tuning"), ("stage=ppo", "TRL's PPOTrainer")):
+        lines.clear()
+        args = expand_lf_args([f"lf={path}", typed, "model.template=auto"], echo=lines.append)
+        assert not [a for a in args if a.startswith("train.gradient_checkpointing")], typed
+        assert any(line.startswith("  disable_gradient_checkpointing=false -> (") and why in line for line in lines)
+        cfg = compose(*args)
+        assert cfg.train.gradient_checkpointing is False
+        assert not [p for p in validate(cfg, facts(cfg)) if p.key == "train.gradient_checkpointing"]
+    args = expand_lf_args([f"lf={_write(tmp_path, FREEZE, 'freeze.yaml')}", "adapter=qlora"], echo=lines.append)
+    assert {"adapter.lora_target=all", "train.gradient_checkpointing=true"} <= set(args)
+
+
+def test_use_reentrant_gc_is_accepted_we_checkpoint_non_reentrant():
+    for value in (True, False):
+        m = translate({"stage": "sft", "use_reentrant_gc": value})
+        assert m.unsupported == [] and not any("reentrant" in o for o in m.overrides)
+        assert any(line.startswith(f"use_reentrant_gc={str(value).lower()} -> (we always checkpoint non-reentrant")
+                   for line in m.lines)
