@@ -29,7 +29,9 @@ log = logging.getLogger("launcher.data")
 
 #: bump when the pipeline's output changes for the same inputs
 CACHE_VERSION = 2  # 2: sft rows carry prompt_len (predict)
-POLL_S = 1.0
+#: how often a waiting rank looks for the finished cache (a stat of meta.json): every rank of the step waits
+#: for the last one, so a coarse poll delays them all by up to this much
+POLL_S = 0.05
 
 
 @dataclass

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # No cyclic garbage collection while the rank imports and loads (torch, transformers, datasets, the model:
     # about a quarter of their import time goes to full collections over objects that all stay alive);
-    # Worker.train() collects once and turns it back on before training.
+    # Worker.train() freezes what is alive then (gc.freeze) and turns it back on before training.
     gc.disable()
     # If torchrun is killed hard (SIGKILL), its ranks would live on as orphans; Linux SIGTERMs them instead.
     die_with_parent()

@@ -239,7 +239,10 @@ class Worker:
         # our progress line (progress.py) instead of transformers' raw dicts (disable_tqdm: no tqdm bar either)
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(ProgressCallback())
-        gc.collect()  # what loading left in reference cycles (the collector is off since __main__)
+        # Everything loading left alive (modules, model, data) moves to the collector's permanent generation, so
+        # no collection walks it again: not this one, nor accelerate's gc.collect() at train start, nor the
+        # automatic ones while training (each a pass over every object of the process otherwise).
+        gc.freeze()
         gc.enable()
         result = trainer.train(resume_from_checkpoint=str(resume)) if resume else trainer.train()
         stopped = preempt.stopped_at is not None
