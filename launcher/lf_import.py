@@ -99,6 +99,8 @@ def _checkpoints(stage: str, ftype: str, lf: dict) -> bool | str:
 #: or why it holds there in LLaMA-Factory but not here (shown as the key's line, nothing set)
 LF_DEFAULTS: dict[str, tuple[Any, Callable[[str, str, dict], bool | str]]] = {
     "lora_target": ("all", lambda stage, ftype, lf: ftype == "lora"),
+    "lora_alpha": (None, lambda stage, ftype, lf: ftype == "lora"),  # None: 2 x lora_rank (ours: 16)
+    "lora_dropout": (0.0, lambda stage, ftype, lf: ftype == "lora"),  # ours: 0.05
     "cutoff_len": (2048, lambda stage, ftype, lf: True),
     "per_device_train_batch_size": (8, lambda stage, ftype, lf: True),
     "lr_scheduler_type": ("linear", lambda stage, ftype, lf: True),

@@ -4,8 +4,9 @@
 Builds everything locally and deterministically (nothing downloaded but LLaMA-Factory's own packages): a
 5.2M-parameter Llama (hidden 256, 4 layers, vocab 4,000, random weights) with a BPE tokenizer trained on the
 generated rows, 2,000 alpaca rows for training and 20,000 for tokenization. Then runs both tools interleaved on
-the same work (sft, LoRA q_proj/v_proj r 8, cutoff 256, global batch 8, 30 steps, fp32, CPU), 1 process and
-2 ranks, without and with packing on both sides, and measures from outside, the same way for both tools:
+the same work (sft, LoRA q_proj/v_proj r 8, cutoff 256, global batch 8, 30 steps, fp32, CPU, gradient
+checkpointing: LLaMA-Factory's default, ours set to match), 1 process and 2 ranks, without and with packing on
+both sides, and measures from outside, the same way for both tools:
 
 - command -> first optimizer step: from starting the command to the first log row of step 1 appearing
   (our metrics.jsonl, LLaMA-Factory's trainer_log.jsonl; both log every step from the first);
@@ -327,7 +328,9 @@ def ours_overrides(inputs: dict, run: Path, args, ranks: int, packing: bool, tra
             f"train.per_device_train_batch_size={8 // ranks}", f"train.max_steps={args.steps}",
             "train.learning_rate=1e-4", "train.warmup_steps=2", "train.logging_steps=1", "train.save_steps=100000",
             "adapter.lora_rank=8", "adapter.lora_alpha=16", "adapter.lora_target='q_proj,v_proj'",
-            "precision=fp32", "seed=42", f"output_dir={run}"]
+            "precision=fp32", "seed=42", f"output_dir={run}",
+            # LLaMA-Factory checkpoints activations unless disable_gradient_checkpointing: the same work here
+            "train.gradient_checkpointing=true"]
 
 
 def lf_config(inputs: dict, run: Path, args, ranks: int, packing: bool) -> dict:
@@ -383,6 +386,7 @@ def train_sample(tool: str, ranks: int, packing: bool, inputs: dict, args, lf_py
 
 OURS_TOKENIZE = """
 import json, sys, time
+import datasets  # noqa: F401  (before the timer, as LLaMA-Factory's data loader imports it with the module)
 from hydra import compose, initialize_config_dir
 import launcher.cli  # noqa: F401  (the schema and the project_root resolver)
 from launcher.data import pipeline
@@ -547,7 +551,8 @@ def render(result: dict, args) -> str:
         f"Same work on both sides: a {meta['params'] / 1e6:.1f}M-parameter Llama built locally with random weights "
         f"(hidden {meta['model']['hidden_size']}, {meta['model']['num_hidden_layers']} layers, vocab "
         f"{meta['model']['vocab_size']:,}), {args.rows:,} generated alpaca rows, sft, LoRA q_proj/v_proj rank 8, "
-        f"cutoff 256, global batch 8, {args.steps} steps, fp32, CPU; runs interleaved (ours, LLaMA-Factory, "
+        f"cutoff 256, global batch 8, {args.steps} steps, fp32, CPU, gradient checkpointing on both sides "
+        "(LLaMA-Factory's default; ours `train.gradient_checkpointing=true`); runs interleaved (ours, LLaMA-Factory, "
         "ours, ...), "
         f"{args.repeats} sample(s) each: median (min-max). Ratios are paired: ours / LLaMA-Factory of the two "
         "samples of the same round (run back to back, so under about the same load), median (min-max) over "
@@ -578,7 +583,10 @@ def render(result: dict, args) -> str:
                   f"| tokens in the rows | {tokens['ours'] or 0:,} | {tokens['lf'] or 0:,} | | |", "",
                   "Each tool's own pipeline (ours: `launcher.data.pipeline.build`; LLaMA-Factory: "
                   "`llamafactory.data.get_dataset`) in a fresh process with its defaults (workers included), a fresh "
-                  "datasets cache, timed around that call only (imports and tokenizer loading excluded).", ""]
+                  "datasets cache, timed around that call only (imports and tokenizer loading excluded: both import the "
+                  "datasets library before the timer). Our default for a set this large is 2 tokenizing processes "
+                  "(one per 10,000 rows, at most one per core); LLaMA-Factory's is 1 (its "
+                  "`preprocessing_num_workers` is unset).", ""]
     if "train" in args.parts:
         lines += ["### Training: command -> first optimizer step, wall, trained tokens/s, peak RSS", "",
                   "| ranks | packing | metric | ours | LLaMA-Factory | ratio ours/LF | goal |",

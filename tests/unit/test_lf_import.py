@@ -282,6 +282,20 @@ def test_keys_left_out_take_llama_factory_defaults_where_ours_differ():
     assert "data.packing=true" in full.overrides and "data.packing=false" not in full.overrides
 
 
+def test_lora_alpha_and_dropout_left_out_are_llama_factorys():
+    """LLaMA-Factory: lora_alpha 2 x lora_rank, lora_dropout 0 (our lora group: 16 and 0.05)."""
+    m = translate({"stage": "sft", "finetuning_type": "lora", "lora_rank": 32, "dataset": "alpaca_en_demo"})
+    assert {"adapter.lora_alpha=null", "adapter.lora_dropout=0.0"} <= set(m.overrides)
+    cfg = compose(*m.overrides, "device=cpu")
+    assert (cfg.adapter.lora_rank, cfg.adapter.lora_alpha, cfg.adapter.lora_dropout) == (32, None, 0.0)
+    from launcher.worker.adapters.lora import lora_kwargs
+
+    assert (lora_kwargs(cfg.adapter)["lora_alpha"], lora_kwargs(cfg.adapter)["lora_dropout"]) == (64, 0.0)
+    given = translate({"stage": "sft", "finetuning_type": "lora", "lora_alpha": 8, "lora_dropout": 0.1})
+    assert {"adapter.lora_alpha=8", "adapter.lora_dropout=0.1"} <= set(given.overrides)
+    assert not any(o.startswith("adapter.lora_") for o in translate({"finetuning_type": "full"}).overrides)
+
+
 def test_precision_keys_one_line_even_when_all_false():
     m = translate({"bf16": False, "fp16": False})
     assert "bf16=false fp16=false -> (our default, precision=auto)" in m.lines
