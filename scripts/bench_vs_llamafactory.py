@@ -5,8 +5,8 @@ Builds everything locally and deterministically (nothing downloaded but LLaMA-Fa
 5.2M-parameter Llama (hidden 256, 4 layers, vocab 4,000, random weights) with a BPE tokenizer trained on the
 generated rows, 2,000 alpaca rows for training and 20,000 for tokenization. Then runs both tools interleaved on
 the same work (sft, LoRA q_proj/v_proj r 8, cutoff 256, global batch 8, 30 steps, fp32, CPU, gradient
-checkpointing: LLaMA-Factory's default, ours set to match), 1 process and 2 ranks, without and with packing on
-both sides, and measures from outside, the same way for both tools:
+checkpointing on and LoRA dropout 0: LLaMA-Factory's defaults, ours set to match), 1 process and 2 ranks,
+without and with packing on both sides, and measures from outside, the same way for both tools:
 
 - command -> first optimizer step: from starting the command to the first log row of step 1 appearing
   (our metrics.jsonl, LLaMA-Factory's trainer_log.jsonl; both log every step from the first);
@@ -329,8 +329,9 @@ def ours_overrides(inputs: dict, run: Path, args, ranks: int, packing: bool, tra
             "train.learning_rate=1e-4", "train.warmup_steps=2", "train.logging_steps=1", "train.save_steps=100000",
             "adapter.lora_rank=8", "adapter.lora_alpha=16", "adapter.lora_target='q_proj,v_proj'",
             "precision=fp32", "seed=42", f"output_dir={run}",
-            # LLaMA-Factory checkpoints activations unless disable_gradient_checkpointing: the same work here
-            "train.gradient_checkpointing=true"]
+            # LLaMA-Factory's defaults where ours differ, so both do the same work: it checkpoints activations
+            # (unless disable_gradient_checkpointing) and its LoRA has no dropout (ours: 0.05)
+            "train.gradient_checkpointing=true", "adapter.lora_dropout=0"]
 
 
 def lf_config(inputs: dict, run: Path, args, ranks: int, packing: bool) -> dict:
@@ -551,9 +552,9 @@ def render(result: dict, args) -> str:
         f"Same work on both sides: a {meta['params'] / 1e6:.1f}M-parameter Llama built locally with random weights "
         f"(hidden {meta['model']['hidden_size']}, {meta['model']['num_hidden_layers']} layers, vocab "
         f"{meta['model']['vocab_size']:,}), {args.rows:,} generated alpaca rows, sft, LoRA q_proj/v_proj rank 8, "
-        f"cutoff 256, global batch 8, {args.steps} steps, fp32, CPU, gradient checkpointing on both sides "
-        "(LLaMA-Factory's default; ours `train.gradient_checkpointing=true`); runs interleaved (ours, LLaMA-Factory, "
-        "ours, ...), "
+        f"cutoff 256, global batch 8, {args.steps} steps, fp32, CPU, gradient checkpointing on and LoRA dropout 0 "
+        "on both sides (LLaMA-Factory's defaults; ours `train.gradient_checkpointing=true adapter.lora_dropout=0`, "
+        "where our defaults are off and 0.05); runs interleaved (ours, LLaMA-Factory, ours, ...), "
         f"{args.repeats} sample(s) each: median (min-max). Ratios are paired: ours / LLaMA-Factory of the two "
         "samples of the same round (run back to back, so under about the same load), median (min-max) over "
         "the rounds; a goal is met when that median meets it. LLaMA-Factory's template is parsed from the tokenizer's "
