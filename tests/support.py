@@ -33,6 +33,41 @@ def facts(cfg=None, **kw) -> Facts:
     return Facts(**base)
 
 
+def problems_of(cfg, f: Facts | None = None, *, gather=facts, typed: frozenset[str] = frozenset(), **facts_kw):
+    """validate() of a composed cfg with Facts f (default: gather(cfg, **facts_kw), hand-made healthy ones)."""
+    from launcher.validate import validate
+
+    return validate(cfg, f if f is not None else gather(cfg, **facts_kw), typed)
+
+
+def errors_of(cfg, f: Facts | None = None, **kw) -> list:
+    return [p for p in problems_of(cfg, f, **kw) if p.error]
+
+
+def only_error_of(cfg, f: Facts | None = None, **kw):
+    """The one error validate() finds in cfg (the assertion lists them all otherwise)."""
+    errs = errors_of(cfg, f, **kw)
+    assert len(errs) == 1, [str(e) for e in errs]
+    return errs[0]
+
+
+def problems(*overrides: str, base: tuple[str, ...] = (), **kw) -> list:
+    """validate() of compose(*base, *overrides); kw as for problems_of (gather, typed, facts' keywords)."""
+    return problems_of(compose(*base, *overrides), **kw)
+
+
+def errors(*overrides: str, base: tuple[str, ...] = (), **kw) -> list:
+    return errors_of(compose(*base, *overrides), **kw)
+
+
+def warnings(*overrides: str, base: tuple[str, ...] = (), **kw) -> list:
+    return [p for p in problems(*overrides, base=base, **kw) if not p.error]
+
+
+def only_error(*overrides: str, base: tuple[str, ...] = (), **kw):
+    return only_error_of(compose(*base, *overrides), **kw)
+
+
 def worker_training_kwargs(run_dir: Path, *overrides: str) -> dict:
     """The TrainingArguments kwargs the worker builds for a launch of overrides (device=cpu, gpus=2), planned
     into run_dir: what every stage's trainer receives."""

@@ -13,16 +13,16 @@ from launcher.facts import EvalTaskFacts, scan_eval_tasks
 from launcher.plan import build_plan
 from launcher.schema import typed
 from launcher.typed import typed_keys
-from launcher.validate import validate
-from tests.support import compose, facts, run_launch, run_module
+from tests import support
+from tests.support import compose, facts, problems_of, run_launch, run_module
 
 TASKS = PROJECT_ROOT / "evaluation" / "tasks"
 TINY = EvalTaskFacts(task_dir_exists=True, local=("tiny_mmlu",))
 
 
 def errors(*overrides: str, tasks: EvalTaskFacts = TINY) -> list[str]:
-    cfg = compose("device=cpu", "stage=eval", "adapter=full", *overrides)
-    return [str(p) for p in validate(cfg, facts(cfg, eval_tasks=tasks), typed_keys(overrides)) if p.error]
+    return [str(p) for p in support.errors(*overrides, base=("device=cpu", "stage=eval", "adapter=full"),
+                                           typed=typed_keys(overrides), eval_tasks=tasks)]
 
 
 def test_the_shipped_task_validates():
@@ -65,7 +65,7 @@ def test_prefix_needs_its_trained_prefix():
 
 def test_eval_keys_with_a_training_stage_are_a_warning():
     cfg = compose("device=cpu", "eval.n_shot=3")
-    found = [str(p) for p in validate(cfg, facts(cfg), typed_keys(["eval.n_shot=3"]))]
+    found = [str(p) for p in problems_of(cfg, typed=typed_keys(["eval.n_shot=3"]))]
     assert found == ["warning: eval.n_shot=3: stage=sft does not read eval.* keys (benchmarks run with stage=eval, "
                      "or launch-eval RUN_DIR); drop it"]
 

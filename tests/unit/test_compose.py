@@ -8,8 +8,7 @@ from omegaconf.errors import ValidationError
 from launcher import PROJECT_ROOT
 from launcher.facts import RunRefFacts
 from launcher.plan import build_plan
-from launcher.validate import validate
-from tests.support import compose, facts, run_launch
+from tests.support import compose, errors_of, facts, problems_of, run_launch
 
 RECIPES = sorted(p.stem for p in (PROJECT_ROOT / "recipes").glob("*.yaml"))
 
@@ -26,7 +25,7 @@ def test_every_recipe_composes_validates_and_plans(recipe):
         cfg = compose(f"recipe={recipe}", "gpus=2", "dry_run=true", "stage.reward_model=/runs/rm")
         runs = {"/runs/rm": RunRefFacts(True, "/runs/rm", "rm", "lora", cfg.model.model_name_or_path, True)}
     f = facts(cfg, runs=runs)
-    assert [p for p in validate(cfg, f) if p.error] == []
+    assert errors_of(cfg, f) == []
     plan = build_plan(cfg, f, "/runs/x")
     assert plan.world_size == 2
     assert plan.batch.global_batch_size == plan.batch.per_device_train_batch_size * \
@@ -65,7 +64,7 @@ def test_unknown_key_fails_at_compose():
 def test_appended_unknown_key_fails_validation():
     # `+key=value` slips past Hydra's struct check; validate catches it.
     cfg = compose("recipe=tiny_sft_lora", "+train.learning_rat=1e-4")
-    problems = validate(cfg, facts(cfg))
+    problems = problems_of(cfg)
     assert [p.key for p in problems if p.error] == ["train.learning_rat"]
 
 

@@ -2,12 +2,14 @@
 the interpreter or the project/run dirs would not exist inside the container."""
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from launcher.backends.slurm import script_for
 from launcher.plan import build_plan
-from launcher.validate import validate
 from launcher.validate.container import container_runtime, same_path_mounts
+from tests import support
 from tests.support import compose, facts, run_launch
 
 SLURM = ("recipe=tiny_sft_lora", "device=cpu", "gpus=2", "cluster=slurm", "cluster.time=01:00:00")
@@ -18,9 +20,8 @@ def srun_args(*args: str) -> str:
     return "cluster.srun_args=[" + ",".join(f"'{a}'" for a in args) + "]"
 
 
-def problems(*overrides, cwd="/work/proj"):
-    cfg = compose(*SLURM, *overrides)
-    return validate(cfg, facts(cfg, sbatch="/usr/bin/sbatch", python="/home/u/venv/bin/python", cwd=cwd))
+problems = partial(support.problems, base=SLURM, sbatch="/usr/bin/sbatch", python="/home/u/venv/bin/python",
+                   cwd="/work/proj")
 
 
 @pytest.mark.parametrize("args, runtime, mounts", [

@@ -14,7 +14,7 @@ from launcher.facts import RunRefFacts, read_json_file
 from launcher.schema import BackendType, Precision
 from launcher.validate import validate
 from launcher.validate.matrix import zero_option
-from tests.support import TINY_MODEL, compose, facts, run_launch
+from tests.support import TINY_MODEL, compose, errors_of, facts, run_launch
 
 RM_RUN = "/runs/rm"
 #: a recipe per stage that validates clean as it is
@@ -52,7 +52,7 @@ def test_every_cell_is_refused_with_the_tables_reason_or_validates_clean():
                 BackendType(backend)
             cell = {"stage": stage, "adapter": adapter, "zero": z, "precision": precision, "data.packing": packing,
                     "backend": backend}
-            errors = [p for p in validate(cfg, f) if p.error]
+            errors = errors_of(cfg, f)
             expected = [(r.key, r.message(cell)) for r in matrix.refusals(cell)]
             assert [(e.key, e.fix) for e in errors] == expected, (cell, [str(e) for e in errors])
             checked += 1
@@ -92,13 +92,13 @@ def test_a_custom_ds_config_counts_as_the_option_it_amounts_to(tmp_path):
     cfg = compose("recipe=tiny_sft_lora", "zero=custom", f"zero.config={path}", "adapter=qlora", "gpus=2")
     f = facts(cfg, packages=PACKAGES)
     assert zero_option(cfg, f) == "3_offload"
-    (e,) = [p for p in validate(cfg, f) if p.error]
+    (e,) = errors_of(cfg, f)
     assert e.key == "adapter" and "cannot train under zero=custom" in e.fix
 
 
 def test_lora_on_a_quantized_base_is_refused_under_zero3_like_qlora():
     cfg = compose("recipe=tiny_sft_lora", "zero=3", "adapter.quantization_bit=8", "gpus=2")
-    (e,) = [p for p in validate(cfg, facts(cfg, packages=PACKAGES)) if p.error]
+    (e,) = errors_of(cfg, packages=PACKAGES)
     assert e.key == "adapter.quantization_bit" and e.value == 8 and "device_map" in e.fix
 
 

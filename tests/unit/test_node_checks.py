@@ -11,10 +11,10 @@ import pytest
 from launcher import PROJECT_ROOT
 from launcher.facts import GpuFacts
 from launcher.rundir import RunDir, read_events
-from launcher.validate import validate
 from launcher.validate.node import ON_THE_NODE
 from launcher.worker.node import check_node
-from tests.support import compose, facts, run_launch
+from tests import support
+from tests.support import compose, problems_of, run_launch
 
 A100 = (GpuFacts("NVIDIA A100-SXM4-80GB", 8.0),)
 STACK = {"transformers": "5.24.0", "peft": "0.21.2", "bitsandbytes": "0.50.2", "flash-attn": "2.8.3"}
@@ -44,8 +44,8 @@ CASES = {
 
 
 def problems(tmp_path, overrides, facts_kw, *extra):
-    cfg = compose(*(o.format(ds=offload_forcing_cpu_adam(tmp_path)) for o in overrides), *extra)
-    return [str(p) for p in validate(cfg, facts(cfg, gpus=A100, sbatch="/usr/bin/sbatch", **facts_kw))]
+    return [str(p) for p in support.problems(*(o.format(ds=offload_forcing_cpu_adam(tmp_path)) for o in overrides),
+                                             *extra, gpus=A100, sbatch="/usr/bin/sbatch", **facts_kw)]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -73,8 +73,8 @@ def test_the_worker_fails_on_the_node_with_validates_message(tmp_path):
     message a Slurm submit warned about, as a fatal event (no restart)."""
     cfg = compose("recipe=tiny_sft_lora", "device=cuda", "gpus=1", "precision=bf16", "model.attn=flash_attention_2",
                   *SLURM)
-    warned = [str(p) for p in validate(cfg, facts(cfg, gpus=A100, sbatch="/usr/bin/sbatch",
-                                                  packages={**STACK, "flash-attn": None}))]
+    warned = [str(p) for p in problems_of(cfg, gpus=A100, sbatch="/usr/bin/sbatch",
+                                          packages={**STACK, "flash-attn": None})]
     run = RunDir(tmp_path)
     with pytest.raises(SystemExit) as stop:
         check_node(cfg, run, rank=0, local_rank=0, host="node7")

@@ -9,12 +9,13 @@ from omegaconf import OmegaConf
 
 from launcher.checkpoints import mark_complete
 from launcher.facts import RunDirFacts, scan_run_dir
-from launcher.validate import validate
 from launcher.validate.resume import config_changes, resume_mode, resumes_from
+from tests import support
 from tests.support import compose, facts, run_launch
 
 RUN = "/runs/r"
 CKPT = f"{RUN}/checkpoints/checkpoint-6"
+BASE = ("recipe=tiny_sft_lora", "device=cpu", f"output_dir={RUN}")
 
 
 def resolved(*overrides):
@@ -23,12 +24,11 @@ def resolved(*overrides):
 
 
 def problems(*overrides, **run):
-    cfg = compose("recipe=tiny_sft_lora", "device=cpu", f"output_dir={RUN}", *overrides)
-    return validate(cfg, facts(cfg, output_dir=RunDirFacts(**run)))
+    return support.problems(*overrides, base=BASE, output_dir=RunDirFacts(**run))
 
 
 def errors(*overrides, **run):
-    return [p for p in problems(*overrides, **run) if p.error]
+    return support.errors(*overrides, base=BASE, output_dir=RunDirFacts(**run))
 
 
 RESUMABLE = dict(exists=True, has_checkpoints=True, last_checkpoint=CKPT)

@@ -11,9 +11,8 @@ import pytest
 from launcher import runlock
 from launcher.cli import same_launch
 from launcher.facts import LockFacts, RunDirFacts, read_lock
-from launcher.validate import validate
 from launcher.validate.lock import lock_status, slurm_job_holds
-from tests.support import compose, facts, run_launch
+from tests.support import problems, run_launch
 
 HOST = "node7"
 
@@ -58,8 +57,8 @@ def test_a_slurm_lock_is_judged_by_its_job_state():
 
 
 def lock_problems(*overrides, lock_facts):
-    cfg = compose("recipe=tiny_sft_lora", "device=cpu", "output_dir=/runs/r", *overrides)
-    return [p for p in validate(cfg, facts(cfg, hostname=HOST, output_dir=RunDirFacts(exists=True, lock=lock_facts)))
+    return [p for p in problems("recipe=tiny_sft_lora", "device=cpu", "output_dir=/runs/r", *overrides, hostname=HOST,
+                                output_dir=RunDirFacts(exists=True, lock=lock_facts))
             if p.key == "output_dir"]
 
 

@@ -64,13 +64,12 @@ def test_a_secret_in_a_problem_is_not_echoed():
 
 
 def test_an_sbatch_export_that_drops_the_secrets_is_refused():
-    from launcher.validate import validate
-    from tests.support import compose, facts
+    from tests.support import compose, errors_of
 
     cfg = compose("recipe=tiny_sft_lora", "device=cpu", "cluster=slurm", "dry_run=true",
                   f"cluster.setup=['export HF_TOKEN={HF}']", "+cluster.additional_parameters.export=NONE")
-    [e] = [p for p in validate(cfg, facts(cfg)) if p.error]
+    [e] = errors_of(cfg)
     assert e.key == "cluster.additional_parameters.export" and "HF_TOKEN" in e.fix and HF not in str(e)
     ok = compose("recipe=tiny_sft_lora", "device=cpu", "cluster=slurm", "dry_run=true",
                  f"cluster.setup=['export HF_TOKEN={HF}']", "+cluster.additional_parameters.export='HF_TOKEN,PATH'")
-    assert [p for p in validate(ok, facts(ok)) if p.error] == []
+    assert errors_of(ok) == []

@@ -12,8 +12,9 @@ import pytest
 from launcher import PROJECT_ROOT
 from launcher.backends.slurm import options_for, parse_scontrol, sbatch_options, script_for
 from launcher.plan import build_plan
-from launcher.validate import slurm_time_seconds, validate
-from tests.support import compose, facts, run_launch
+from launcher.validate import slurm_time_seconds
+from tests import support
+from tests.support import compose, facts, only_error_of, problems_of, run_launch
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
@@ -105,8 +106,8 @@ def test_slurm_time_formats(value, seconds):
 
 
 def errors(*overrides, **fact_kw):
-    cfg = compose("recipe=tiny_sft_lora", "device=cpu", "cluster=slurm", *overrides)
-    return {p.key: p for p in validate(cfg, facts(cfg, **fact_kw)) if p.error}
+    return {p.key: p for p in support.errors(*overrides, base=("recipe=tiny_sft_lora", "device=cpu", "cluster=slurm"),
+                                             **fact_kw)}
 
 
 def test_slurm_validation():
@@ -120,13 +121,13 @@ def test_slurm_validation():
 
 def test_multi_node_needs_a_cluster_or_a_rendezvous():
     cfg = compose("recipe=tiny_sft_lora", "device=cpu", "nodes=2")
-    (p,) = [p for p in validate(cfg, facts(cfg)) if p.error]
+    p = only_error_of(cfg)
     assert p.key == "master_addr" and "cluster=slurm" in p.fix
 
 
 def test_deepspeed_launcher_is_refused_on_slurm():
     cfg = compose("recipe=tiny_sft_lora", "device=cpu", "cluster=slurm", "backend=deepspeed", "zero='2'")
-    (p,) = [p for p in validate(cfg, facts(cfg, sbatch="/usr/bin/sbatch")) if p.error]
+    p = only_error_of(cfg, sbatch="/usr/bin/sbatch")
     assert p.key == "backend" and "zero=" in p.fix
 
 
@@ -139,7 +140,7 @@ def test_golden_zero3_on_slurm():
 
 def test_login_node_without_gpus_can_submit_gpu_jobs():
     cfg = compose("recipe=llama2_sft_lora", "gpus=8", "nodes=2", "cluster=slurm")
-    assert validate(cfg, facts(cfg, visible_gpus=0, sbatch="/usr/bin/sbatch")) == []
+    assert problems_of(cfg, visible_gpus=0, sbatch="/usr/bin/sbatch") == []
 
 
 def test_bad_cluster_key_exits_2_listing_the_valid_ones(tmp_path):

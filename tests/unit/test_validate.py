@@ -6,23 +6,13 @@ import json
 import pytest
 
 from launcher.facts import RunDirFacts, scan_data_file
-from launcher.validate import validate
-from tests.support import compose, facts, run_launch
-
-
-def errors(cfg, f=None):
-    return [p for p in validate(cfg, f or facts(cfg)) if p.error]
-
-
-def only_error(cfg, f=None):
-    errs = errors(cfg, f)
-    assert len(errs) == 1, [str(e) for e in errs]
-    return errs[0]
+from tests.support import compose, facts, problems_of, run_launch
+from tests.support import errors_of as errors, only_error_of as only_error
 
 
 def test_a_good_config_has_no_problem():
     cfg = compose("recipe=tiny_sft_lora", "device=cpu", "gpus=2")
-    assert validate(cfg, facts(cfg)) == []
+    assert problems_of(cfg) == []
 
 
 def test_gpus_below_one():
@@ -43,7 +33,7 @@ def test_more_gpus_than_visible_is_an_error_for_a_real_run():
 
 def test_more_gpus_than_visible_is_a_warning_in_dry_run():
     cfg = compose("recipe=llama2_sft_lora", "gpus=4", "dry_run=true")
-    problems = validate(cfg, facts(cfg, visible_gpus=0))
+    problems = problems_of(cfg, visible_gpus=0)
     assert len(problems) == 1 and not problems[0].error and problems[0].key == "gpus"
 
 

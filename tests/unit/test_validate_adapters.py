@@ -10,23 +10,11 @@ import pytest
 
 from launcher import PROJECT_ROOT
 from launcher.facts import GpuFacts, parse_gpu_query, read_adapter_type, read_model_config
-from launcher.validate import validate
-from tests.support import compose, facts, run_launch
+from tests.support import compose, only_error, problems, run_launch
 
 V100 = (GpuFacts("Tesla V100-SXM2-32GB", 7.0),)
 A100 = (GpuFacts("NVIDIA A100-SXM4-80GB", 8.0),)
 GPU_STACK = {"transformers": "5.24.0", "peft": "0.21.2", "bitsandbytes": "0.50.2", "flash-attn": "2.8.3"}
-
-
-def problems(*overrides, **facts_kw):
-    cfg = compose(*overrides)
-    return validate(cfg, facts(cfg, **facts_kw))
-
-
-def only_error(*overrides, **facts_kw):
-    errs = [p for p in problems(*overrides, **facts_kw) if p.error]
-    assert len(errs) == 1, [str(e) for e in errs]
-    return errs[0]
 
 
 @pytest.mark.parametrize("adapter", ["full", "freeze", "lora", "prefix"])

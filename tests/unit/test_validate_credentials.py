@@ -5,8 +5,7 @@ import os
 
 from launcher.data.templates import special_markers
 from launcher.facts import gather_facts, has_wandb_credentials
-from launcher.validate import validate
-from tests.support import compose, facts, run_launch
+from tests.support import compose, errors_of, run_launch
 
 SECRET = "0123456789abcdef-not-a-real-key"
 
@@ -24,9 +23,9 @@ def test_wandb_credentials_come_from_the_env_or_netrc(tmp_path):
 
 def test_online_wandb_without_credentials_is_an_error_offline_is_fine():
     cfg = compose("recipe=tiny_sft_lora", "device=cpu", "logger=wandb", "logger.wandb_mode=online")
-    [e] = [p for p in validate(cfg, facts(cfg, wandb_credentials=False)) if p.error]
+    [e] = errors_of(cfg, wandb_credentials=False)
     assert e.key == "logger.wandb_mode" and "wandb login" in e.fix and "offline" in e.fix
-    assert [p for p in validate(cfg, facts(cfg, wandb_credentials=True)) if p.error] == []
+    assert errors_of(cfg, wandb_credentials=True) == []
     offline = compose("recipe=tiny_sft_lora", "device=cpu", "logger=wandb")
     assert gather_facts(offline).wandb_credentials is None
 
@@ -50,11 +49,11 @@ def test_template_markers():
 
 def test_a_template_whose_tokens_the_tokenizer_lacks_is_an_error(tiny_model):
     cfg = compose("recipe=tiny_sft_lora", "device=cpu", "data.template=chatml")
-    [e] = [p for p in validate(cfg, gather_facts(cfg)) if p.error]
+    [e] = errors_of(cfg, gather=gather_facts)
     assert e.key == "data.template" and "<|im_start|>, <|im_end|>" in e.fix
     # the tiny tokenizer holds chatglm3's role tokens but not [gMASK]
     cfg = compose("recipe=tiny_sft_lora", "device=cpu", "data.template=chatglm3")
-    [e] = [p for p in validate(cfg, gather_facts(cfg)) if p.error]
+    [e] = errors_of(cfg, gather=gather_facts)
     assert "[gMASK]" in e.fix and "<|user|>" not in e.fix
     cfg = compose("recipe=tiny_sft_lora", "device=cpu", "data.template=alpaca")
-    assert [p for p in validate(cfg, gather_facts(cfg)) if p.error] == []
+    assert errors_of(cfg, gather=gather_facts) == []

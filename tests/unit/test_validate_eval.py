@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.validate import validate
-from tests.support import compose, facts, run_launch
+from tests.support import compose, errors, only_error, problems_of, run_launch
 
 SFT = ("recipe=tiny_sft_lora", "device=cpu")
-
-
-def errors(*overrides):
-    cfg = compose(*overrides)
-    return [p for p in validate(cfg, facts(cfg)) if p.error]
-
-
-def only_error(*overrides):
-    errs = errors(*overrides)
-    assert len(errs) == 1, [str(e) for e in errs]
-    return errs[0]
 
 
 # ---- the eval split ----------------------------------------------------------------------------------------
@@ -69,12 +57,12 @@ def test_a_good_best_model_and_early_stopping_config_has_no_problem():
     cfg = compose(*SPLIT, "train.compute_accuracy=true", "train.load_best_model_at_end=true",
                   "train.metric_for_best_model=accuracy", "train.early_stopping_steps=3",
                   "train.early_stopping_threshold=0.001")
-    assert validate(cfg, facts(cfg)) == []
+    assert problems_of(cfg) == []
     cfg = compose("recipe=tiny_pt_lora", "device=cpu", "data.val_size=4", "train.compute_accuracy=true")
-    assert validate(cfg, facts(cfg)) == []
+    assert problems_of(cfg) == []
     # early stopping alone: the run ends with the stop step's weights
     cfg = compose(*SPLIT, "train.early_stopping_steps=2")
-    assert validate(cfg, facts(cfg)) == []
+    assert problems_of(cfg) == []
 
 
 @pytest.mark.parametrize("args, key, fix", [
@@ -114,7 +102,7 @@ def test_bad_best_model_and_early_stopping_settings(args, key, fix):
 
 def test_unused_best_model_keys_are_warnings():
     cfg = compose(*SPLIT, "train.metric_for_best_model=perplexity", "train.early_stopping_threshold=0.1")
-    problems = validate(cfg, facts(cfg))
+    problems = problems_of(cfg)
     assert {p.key for p in problems} == {"train.metric_for_best_model", "train.early_stopping_threshold"}
     assert not any(p.error for p in problems) and "load_best_model_at_end" in problems[0].fix
 

@@ -3,33 +3,20 @@ composed configs and hand-made Facts."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 
 from launcher.facts import ModelDirFacts, scan_model_dir
-from launcher.validate import validate
-from tests.support import compose, facts, run_launch
+from tests import support
+from tests.support import compose, run_launch
 
 ADGEN = ("recipe=tiny_adgen_ptuning",)
-
-
-def problems(*overrides, **facts_kw):
-    cfg = compose("device=cpu", "gpus=2", *overrides)
-    return validate(cfg, facts(cfg, **facts_kw))
-
-
-def errors(*overrides, **facts_kw):
-    return [p for p in problems(*overrides, **facts_kw) if p.error]
-
-
-def warnings(*overrides, **facts_kw):
-    return [p for p in problems(*overrides, **facts_kw) if not p.error]
-
-
-def only_error(*overrides, **facts_kw):
-    errs = errors(*overrides, **facts_kw)
-    assert len(errs) == 1, [str(e) for e in errs]
-    return errs[0]
+BASE = ("device=cpu", "gpus=2")
+problems = partial(support.problems, base=BASE)
+errors = partial(support.errors, base=BASE)
+warnings = partial(support.warnings, base=BASE)
+only_error = partial(support.only_error, base=BASE)
 
 
 def test_tiny_adgen_recipe_validates():

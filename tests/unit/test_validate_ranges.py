@@ -8,9 +8,8 @@ from typing import get_type_hints
 import pytest
 
 from launcher import schema
-from launcher.validate import validate
 from launcher.validate.ranges import check_ranges, declared_ranges
-from tests.support import compose, facts, run_launch
+from tests.support import compose, errors_of, run_launch
 
 #: numeric keys whose accepted values are not an interval (checked elsewhere, against the model)
 NOT_AN_INTERVAL = {"adapter.freeze_trainable_layers"}  # n != 0 and |n| <= the model's layers: validate/model.py
@@ -61,7 +60,7 @@ def test_names_are_transformers_own():
 ])
 def test_out_of_range_value_names_key_value_and_range(override, key, wanted):
     cfg = compose("recipe=tiny_sft_lora", "device=cpu", override)
-    errors = [p for p in validate(cfg, facts(cfg)) if p.error]
+    errors = errors_of(cfg)
     assert [p.key for p in errors] == [key], [str(p) for p in errors]
     typed = override.partition("=")[2]
     value = errors[0].value
@@ -72,7 +71,7 @@ def test_out_of_range_value_names_key_value_and_range(override, key, wanted):
 def test_every_problem_at_once_and_each_only_once():
     cfg = compose("recipe=tiny_sft_lora", "device=cpu", "train.learning_rate=0", "adapter.lora_rank=0",
                   "data.val_size=-1", "train.gradient_accumulation_steps=0", "global_batch_size=null")
-    keys = [p.key for p in validate(cfg, facts(cfg)) if p.error]
+    keys = [p.key for p in errors_of(cfg)]
     assert sorted(keys) == sorted(["train.learning_rate", "adapter.lora_rank", "data.val_size",
                                    "train.gradient_accumulation_steps"])
 
@@ -80,7 +79,7 @@ def test_every_problem_at_once_and_each_only_once():
 def test_a_value_that_breaks_later_arithmetic_is_reported_not_raised():
     # grpo's group check divides by the batch: per_device 0 must give the range error, not ZeroDivisionError
     cfg = compose("recipe=tiny_grpo_lora", "device=cpu", "train.per_device_train_batch_size=0")
-    assert [p.key for p in validate(cfg, facts(cfg)) if p.error] == ["train.per_device_train_batch_size"]
+    assert [p.key for p in errors_of(cfg)] == ["train.per_device_train_batch_size"]
 
 
 def test_cli_exits_2_listing_every_bad_value_and_writes_nothing(tmp_path):

@@ -1,14 +1,15 @@
 """validate() for the TRL stages and stage chaining: each mistake names key, value and fix; the CLI exits 2."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
 
 from launcher.facts import RunDirFacts, RunRefFacts, scan_run_ref
-from launcher.validate import validate
-from tests.support import TINY_MODEL, compose, facts, run_launch
+from tests import support
+from tests.support import TINY_MODEL, run_launch
 
 RM_RUN = "/runs/rm"
 SFT_RUN = "/runs/sft"
@@ -19,19 +20,10 @@ def rm_run(base: str = str(TINY_MODEL), **kw) -> RunRefFacts:
                           "has_final": True, "reward_stats": True, **kw})
 
 
-def problems(*overrides, **facts_kw):
-    cfg = compose("device=cpu", "gpus=2", *overrides)
-    return validate(cfg, facts(cfg, **facts_kw))
-
-
-def errors(*overrides, **facts_kw):
-    return [p for p in problems(*overrides, **facts_kw) if p.error]
-
-
-def only_error(*overrides, **facts_kw):
-    errs = errors(*overrides, **facts_kw)
-    assert len(errs) == 1, [str(e) for e in errs]
-    return errs[0]
+BASE = ("device=cpu", "gpus=2")
+problems = partial(support.problems, base=BASE)
+errors = partial(support.errors, base=BASE)
+only_error = partial(support.only_error, base=BASE)
 
 
 @pytest.mark.parametrize("recipe", ["tiny_rm", "tiny_dpo_lora", "tiny_kto_lora", "tiny_grpo_lora"])

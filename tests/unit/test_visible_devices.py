@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 
 from launcher.plan import build_plan
-from launcher.validate import validate
 from launcher.visible_devices import KEPT_ENV, entries, restore
-from tests.support import compose, facts
+from tests.support import compose, errors_of, facts
 
 DS = ("recipe=tiny_sft_lora", "device=cuda", "precision=bf16", "zero=2", "backend=deepspeed")
 UUIDS = "GPU-8a3c1f2e-0b4d-4e7a-9c11-2f5e6d7c8b90,GPU-1b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b"
@@ -66,7 +65,7 @@ def test_entries():
 @pytest.mark.parametrize("backend", ["deepspeed", "torchrun"])
 def test_several_ranks_on_mig_instances_are_refused(backend):
     cfg = compose(*DS, "gpus=2", f"backend={backend}")
-    [e] = [p for p in validate(cfg, facts(cfg, cuda_visible_devices=f"{MIG},MIG-0a")) if p.error]
+    [e] = errors_of(cfg, cuda_visible_devices=f"{MIG},MIG-0a")
     assert e.key == "gpus" and "MIG" in e.fix and "gpus=1" in e.fix
     one = compose(*DS, "gpus=1")
-    assert [p for p in validate(one, facts(one, cuda_visible_devices=MIG)) if p.error] == []
+    assert errors_of(one, cuda_visible_devices=MIG) == []

@@ -7,22 +7,12 @@ import pytest
 
 from launcher import PROJECT_ROOT
 from launcher.facts import ModelSize
-from launcher.validate import validate
 from launcher.zero import GIB
-from tests.support import compose, facts, run_launch
+from tests.support import compose, problems_of, run_launch
+from tests.support import errors_of as errors, only_error_of as only_error
 
 TINY = ("recipe=tiny_sft_lora", "device=cpu", "gpus=2")
 Z2 = json.loads((PROJECT_ROOT / "ds_configs/ds_z2_config.json").read_text())
-
-
-def errors(cfg, **facts_kw):
-    return [p for p in validate(cfg, facts(cfg, **facts_kw)) if p.error]
-
-
-def only_error(cfg, **facts_kw):
-    errs = errors(cfg, **facts_kw)
-    assert len(errs) == 1, [str(e) for e in errs]
-    return errs[0]
 
 
 def custom(tmp_path, **changes) -> str:
@@ -43,7 +33,7 @@ def custom(tmp_path, **changes) -> str:
 @pytest.mark.parametrize("backend", ["auto", "torchrun", "deepspeed"])
 def test_every_zero_choice_validates(choice, backend):
     cfg = compose(*TINY, f"zero={choice}", f"backend={backend}")
-    assert validate(cfg, facts(cfg)) == []
+    assert problems_of(cfg) == []
 
 
 def test_custom_ds_config_that_agrees_is_accepted(tmp_path):
