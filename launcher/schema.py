@@ -316,6 +316,7 @@ class DataConfig:
     train_on_prompt: bool = False
     #: labels on the last answer only
     mask_history: bool = False
+    #: tokenizing processes; null: one per 10,000 rows, at most one per usable core (and 8)
     preprocessing_num_workers: Optional[int] = allowed(None, ge=1, hint="or null")
     #: rebuild the tokenized cache even if one with the same inputs exists
     overwrite_cache: bool = False
