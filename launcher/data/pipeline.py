@@ -106,7 +106,7 @@ def converted(attr: DatasetAttr, ds, stage: str, source: int, max_samples: Optio
     kwargs = dict(batched=True, batch_size=MAP_BATCH, with_indices=True, remove_columns=list(first),
                   fn_kwargs={"attr": attr, "stage": stage, "source": source})
     if materialized:  # in parallel, and without the datasets library's own cache (ours is cache.py)
-        kwargs |= dict(num_proc=num_proc, load_from_cache_file=False, desc=f"convert {attr.name}")
+        kwargs |= dict(num_proc=several(num_proc), load_from_cache_file=False, desc=f"convert {attr.name}")
     return ds.map(_convert_batch, **kwargs), attr
 
 
@@ -299,7 +299,7 @@ def _tokenized(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[Dataset
     if len(mixed) == 0:
         raise DataError(f"the datasets of {key} hold no row after filtering (empty text or response); check the "
                         "data and data.max_samples")
-    workers = d.preprocessing_num_workers or auto_workers(len(mixed))
+    workers = several(d.preprocessing_num_workers or auto_workers(len(mixed)))
     with tokenizer_threads(workers):
         tokenized = mixed.map(_tokenize_batch, batched=True, batch_size=MAP_BATCH, with_indices=True,
                               remove_columns=mixed.column_names, fn_kwargs=tokenize_kwargs(d, stage, tokenizer),
@@ -310,6 +310,12 @@ def _tokenized(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[Dataset
         what = "prompt fits" if stage in ("ppo", "grpo", "rloo") else "row keeps a response token"
         raise DataError(f"{key}: no {what} within data.cutoff_len={d.cutoff_len}; raise it")
     return tokenized, resolved, stats
+
+
+def several(num_proc: Optional[int]) -> Optional[int]:
+    """num_proc for a datasets map: None for one process. datasets treats num_proc=1 as a pool of one: it
+    turns the tokenizer's threads off for "forked processes" (there are none) and says so on every map."""
+    return num_proc if num_proc is not None and num_proc > 1 else None
 
 
 def auto_workers(rows: int) -> Optional[int]:
@@ -325,7 +331,7 @@ def tokenizer_threads(num_proc: Optional[int]):
     1.6x on 2 cores). Ranks run with TOKENIZERS_PARALLELISM=false (plan.py), which the tokenizer reads at each
     call, because DataLoader workers fork later; it is false again before anything forks. Not with
     preprocessing_num_workers: those processes fork from this one, and a fork after the threads ran can hang."""
-    if num_proc is not None and num_proc > 1:
+    if several(num_proc):
         yield
         return
     before = os.environ.get("TOKENIZERS_PARALLELISM")

@@ -152,8 +152,10 @@ def test_large_sets_tokenize_in_several_processes_unless_workers_are_set(tmp_pat
 def test_one_process_tokenizes_with_the_tokenizer_threads_then_turns_them_off(monkeypatch):
     import os
 
-    from launcher.data.pipeline import tokenizer_threads
+    from launcher.data.pipeline import several, tokenizer_threads
 
+    # preprocessing_num_workers=1 is this process (datasets would turn the threads off for a "pool" of one)
+    assert (several(None), several(1), several(2)) == (None, None, 2)
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # as plan.py sets it for ranks
     with tokenizer_threads(None):
         assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
