@@ -29,9 +29,9 @@ log = logging.getLogger("launcher.data")
 
 #: bump when the pipeline's output changes for the same inputs
 CACHE_VERSION = 2  # 2: sft rows carry prompt_len (predict)
-#: how often a waiting rank looks for the finished cache (meta.json): every 50 ms at first, since every rank
-#: waits for the last one to start, then less often (x1.5 per look, up to 1 s) during a long tokenization
-POLL_S, POLL_MAX_S = 0.05, 1.0
+#: how often a waiting rank looks for the finished cache (meta.json): every 50 ms for the first 10 s, since
+#: every rank waits for the last one to start, then every second during a long tokenization
+POLL_S, POLL_SLOW_AFTER_S, POLL_SLOW_S = 0.05, 10.0, 1.0
 
 
 @dataclass
@@ -128,8 +128,8 @@ def _build_into(path: Path, build, meta: dict) -> dict:
 def _wait_for(path: Path, timeout_s: float, run_dir: Optional[str], rank: int) -> dict:
     """A rank that does not build polls until the cache is complete (and, with overwrite_cache, rebuilt for
     this run) — a file check, not a collective, so a slow tokenization never trips an NCCL timeout."""
-    deadline = time.monotonic() + timeout_s
-    poll = POLL_S
+    started = time.monotonic()
+    deadline = started + timeout_s
     while True:
         meta = _complete(path)
         if meta is not None and (run_dir is None or meta.get("built_for") == run_dir):
@@ -138,8 +138,7 @@ def _wait_for(path: Path, timeout_s: float, run_dir: Optional[str], rank: int) -
             raise DataError(f"rank {rank} waited {timeout_s:.0f} s for local rank 0 to tokenize into {path} "
                             "and gave up; is rank 0 still tokenizing (see logs/rank0.log)? Raise "
                             "data.cache_timeout_s, or tokenize first with `launch ... prepare_only=true`")
-        time.sleep(poll)
-        poll = min(poll * 1.5, POLL_MAX_S)
+        time.sleep(POLL_S if time.monotonic() - started < POLL_SLOW_AFTER_S else POLL_SLOW_S)
 
 
 def prepare(cfg: Any, tokenizer, *, local_rank: int = 0, rank: int = 0, run_dir: Optional[str] = None) -> Prepared:
