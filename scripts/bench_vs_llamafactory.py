@@ -24,6 +24,12 @@ module that only raises if something uses it (text-only SFT never does).
 
     python scripts/bench_vs_llamafactory.py            # full: 3 repeats, writes docs/benchmarks.md + .json
     python scripts/bench_vs_llamafactory.py --quick    # 1 repeat, tiny sizes, writes under the work dir
+    python scripts/bench_vs_llamafactory.py --same-libs   # both on our libraries -> docs/benchmarks-same-libs.md
+
+--same-libs runs LLaMA-Factory on this environment's libraries instead of its own pins (a venv over ours with
+only LLaMA-Factory and the trl it imports from, default ~/.cache/launcher-bench/lf-same), so the ratios measure the
+tools, not the transformers/peft versions each installs. Checkpointing is off on both sides there: LLaMA-Factory
+0.9.5's checkpointing hook fails on our transformers.
 """
 from __future__ import annotations
 
@@ -45,6 +51,11 @@ LF_VERSION = "0.9.5"
 DEFAULT_WORK = Path("~/.cache/launcher-bench").expanduser()
 POLL_S = 0.2  # a /proc scan per poll: cheap enough not to load the 2 shared cores
 TOOLS = ("ours", "lf")
+# --same-libs: what LLaMA-Factory's venv adds over our environment. 0.9.5 imports from trl a class that trl 1.x
+# no longer has; everything else it imports is ours
+SAME_LIBS_EXTRA = ("trl==0.24.0",)
+# and its failure with checkpointing on our transformers, said in the report
+SAME_LIBS_GC_ERROR = "AttributeError: 'function' object has no attribute '__self__'"
 FULL = {"repeats": 3, "rows": 2000, "tok_rows": 20000, "steps": 30}
 QUICK = {"repeats": 1, "rows": 200, "tok_rows": 1000, "steps": 4}
 # the model of the issue: 5.2M parameters (2.0M of them the untied embeddings and head)
@@ -101,8 +112,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run only these parts (repeatable; default all)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
                         help="model, data, runs and LLaMA-Factory's venv (default ~/.cache/launcher-bench)")
-    parser.add_argument("--lf-venv", type=Path, help="LLaMA-Factory's virtualenv (default WORK/lf-venv)")
-    parser.add_argument("--out", type=Path, help="markdown report (default docs/benchmarks.md; --quick: WORK/quick.md)")
+    parser.add_argument("--same-libs", action="store_true",
+                        help="run LLaMA-Factory on this environment's libraries (a venv over ours), both without "
+                        "checkpointing; writes docs/benchmarks-same-libs.md")
+    parser.add_argument("--lf-venv", type=Path,
+                        help="LLaMA-Factory's virtualenv (default WORK/lf-venv; --same-libs: WORK/lf-same)")
+    parser.add_argument("--out", type=Path, help="markdown report (default docs/benchmarks.md; --same-libs: "
+                        "docs/benchmarks-same-libs.md; --quick: WORK/quick.md)")
     parser.add_argument("--note", default="", help="a line added to the report (e.g. the machine's load; "
                         "with --from-json, added to the run's own)")
     parser.add_argument("--from-json", type=Path, metavar="FILE",
@@ -117,10 +133,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.rows < args.steps * 8 // 4:  # a packed epoch must still hold the steps' batches several times
         parser.error(f"--rows {args.rows} is too few for --steps {args.steps}; use at least {args.steps * 2}")
     args.work = args.work.expanduser().resolve()
-    args.lf_venv = (args.lf_venv or args.work / "lf-venv").expanduser().resolve()
-    args.out = args.out or (args.work / "quick.md" if args.quick else ROOT / "docs/benchmarks.md")
+    args.lf_venv = (args.lf_venv or args.work / ("lf-same" if args.same_libs else "lf-venv")).expanduser().resolve()
+    args.out_given = args.out is not None
+    args.out = args.out or default_out(args)
     args.parts = args.only or ["dryrun", "tokenize", "train"]
     return args
+
+
+def default_out(args: argparse.Namespace) -> Path:
+    if args.quick:
+        return args.work / "quick.md"
+    return ROOT / "docs" / ("benchmarks-same-libs.md" if args.same_libs else "benchmarks.md")
 
 
 # ------------------------------------------------------------------------------------- model, data, venv
@@ -216,26 +239,38 @@ def torch_pin() -> str:
     return f"torch=={version('torch')}"
 
 
-def ensure_lf_venv(venv: Path) -> Path:
-    """LLaMA-Factory LF_VERSION in its own venv; returns its python. Idempotent (a marker file)."""
+def ensure_lf_venv(venv: Path, same_libs: bool = False) -> Path:
+    """LLaMA-Factory LF_VERSION in its own venv; returns its python. Idempotent (a marker file). same_libs: a venv
+    over this environment (--system-site-packages) holding only LLaMA-Factory (--no-deps) and SAME_LIBS_EXTRA."""
     python, marker = venv / "bin/python", venv / ".launcher-bench-ready"
-    if marker.is_file() and marker.read_text().strip() == LF_VERSION:
+    ready = f"{LF_VERSION} same-libs" if same_libs else LF_VERSION
+    if marker.is_file() and marker.read_text().strip() == ready:
         return python
     print(f"installing LLaMA-Factory {LF_VERSION} into {venv} (once)", flush=True)
     if not python.is_file():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", *(["--system-site-packages"] if same_libs else []), str(venv)],
+                       check=True)
     constraints = venv / "constraints.txt"
     constraints.write_text(torch_pin() + "\n")
     pip = [str(python), "-m", "pip", "install", "-q", "-c", str(constraints)]
-    subprocess.run([*pip, torch_pin()], check=True)
-    subprocess.run([*pip, "--no-deps", f"llamafactory=={LF_VERSION}"], check=True)
-    subprocess.run([*pip, *lf_requirements(python)], check=True)
+    if same_libs:
+        subprocess.run([*pip, "--no-deps", f"llamafactory=={LF_VERSION}", *SAME_LIBS_EXTRA], check=True)
+        # its 2-rank launch runs `torchrun` from PATH: that must be this venv's python, not ours
+        torchrun = venv / "bin/torchrun"
+        torchrun.write_text(f"#!{python}\nfrom torch.distributed.run import main\nmain()\n")
+        torchrun.chmod(0o755)
+    else:
+        subprocess.run([*pip, torch_pin()], check=True)
+        subprocess.run([*pip, "--no-deps", f"llamafactory=={LF_VERSION}"], check=True)
+        subprocess.run([*pip, *lf_requirements(python)], check=True)
     site = next((venv / "lib").glob("python3*/site-packages"))
-    if not (site / "torchaudio").exists():
+    has_torchaudio = subprocess.run([str(python), "-c", "import torchaudio"], capture_output=True).returncode == 0
+    if not has_torchaudio and not (site / "torchaudio").exists():
         (site / "torchaudio").mkdir()
         (site / "torchaudio/__init__.py").write_text(TORCHAUDIO_STANDIN)
-    subprocess.run([str(python), "-c", "import llamafactory.data.mm_plugin, llamafactory.train.tuner"], check=True)
-    marker.write_text(LF_VERSION + "\n")
+    subprocess.run([str(python), "-c", "import llamafactory.data.mm_plugin, llamafactory.train.tuner"], check=True,
+                   env={**os.environ, "DISABLE_VERSION_CHECK": "1"} if same_libs else None)
+    marker.write_text(ready + "\n")
     return python
 
 
@@ -330,8 +365,8 @@ def ours_overrides(inputs: dict, run: Path, args, ranks: int, packing: bool, tra
             "adapter.lora_rank=8", "adapter.lora_alpha=16", "adapter.lora_target='q_proj,v_proj'",
             "precision=fp32", "seed=42", f"output_dir={run}",
             # LLaMA-Factory's defaults where ours differ, so both do the same work: it checkpoints activations
-            # (unless disable_gradient_checkpointing) and its LoRA has no dropout (ours: 0.05)
-            "train.gradient_checkpointing=true", "adapter.lora_dropout=0"]
+            # (unless disable_gradient_checkpointing; not with --same-libs) and its LoRA has no dropout (ours: 0.05)
+            f"train.gradient_checkpointing={str(not args.same_libs).lower()}", "adapter.lora_dropout=0"]
 
 
 def lf_config(inputs: dict, run: Path, args, ranks: int, packing: bool) -> dict:
@@ -342,7 +377,8 @@ def lf_config(inputs: dict, run: Path, args, ranks: int, packing: bool) -> dict:
             "gradient_accumulation_steps": 1, "max_steps": args.steps, "learning_rate": 1e-4,
             "lr_scheduler_type": "cosine", "warmup_steps": 2, "logging_steps": 1, "logging_first_step": True,
             "save_strategy": "no", "report_to": "none", "plot_loss": False, "seed": 42, "bf16": False,
-            "use_cpu": True, "include_num_input_tokens_seen": "non_padding", "ddp_timeout": 1800}
+            "use_cpu": True, "include_num_input_tokens_seen": "non_padding", "ddp_timeout": 1800,
+            "disable_gradient_checkpointing": args.same_libs}
 
 
 def train_sample(tool: str, ranks: int, packing: bool, inputs: dict, args, lf_python: Path, n: int) -> dict:
@@ -364,6 +400,8 @@ def train_sample(tool: str, ranks: int, packing: bool, inputs: dict, args, lf_py
         cfg = run.parent / f"{name}.yaml"
         cfg.write_text(yaml.safe_dump(lf_config(inputs, run, args, ranks, packing), sort_keys=False))
         env["PATH"] = f"{lf_python.parent}{os.pathsep}{env['PATH']}"
+        if args.same_libs:  # it refuses our transformers otherwise
+            env["DISABLE_VERSION_CHECK"] = "1"
         if ranks > 1:
             env.update(FORCE_TORCHRUN="1", NPROC_PER_NODE=str(ranks))
         cmd = [str(lf_python.parent / "llamafactory-cli"), "train", str(cfg)]
@@ -437,6 +475,8 @@ def tokenize_sample(tool: str, inputs: dict, args, lf_python: Path, n: int) -> d
     else:
         cfg = {**lf_config(inputs, scratch / "run", args, 1, False), "dataset": inputs["tok_file"].stem}
         cmd = [str(lf_python), "-c", LF_TOKENIZE, json.dumps(cfg)]
+        if args.same_libs:
+            env["DISABLE_VERSION_CHECK"] = "1"
     r = subprocess.run(cmd, env=env, cwd=scratch, capture_output=True, text=True)
     shutil.rmtree(scratch, ignore_errors=True)
     line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -543,18 +583,28 @@ def load() -> str:
 
 def render(result: dict, args) -> str:
     meta, samples = result["meta"], result["samples"]
+    same = args.same_libs
+    work = ("gradient checkpointing off and LoRA dropout 0 on both sides (ours `train.gradient_checkpointing=false "
+            "adapter.lora_dropout=0`; LLaMA-Factory `disable_gradient_checkpointing: true`, since with checkpointing "
+            f"0.9.5 fails on our transformers: \"{SAME_LIBS_GC_ERROR}\")" if same else
+            "gradient checkpointing on and LoRA dropout 0 on both sides (LLaMA-Factory's defaults; ours "
+            "`train.gradient_checkpointing=true adapter.lora_dropout=0`, where our defaults are off and 0.05)")
     lines = [
-        "# Benchmarks", "",
-        f"## CPU: this launcher vs LLaMA-Factory {LF_VERSION}", "",
+        "# Benchmarks: both tools on the same libraries" if same else "# Benchmarks", "",
+        (f"## CPU: this launcher vs LLaMA-Factory {LF_VERSION} on this environment's libraries" if same else
+         f"## CPU: this launcher vs LLaMA-Factory {LF_VERSION}"), "",
+        *([f"LLaMA-Factory runs here on our transformers, peft, datasets, accelerate and torch (a venv over our "
+           f"environment with only LLaMA-Factory and {', '.join(SAME_LIBS_EXTRA)}, its version check off), so the "
+           "ratios measure the two tools, not the library versions each installs. The published comparison, with "
+           "LLaMA-Factory on its own pins, is [benchmarks.md](benchmarks.md).", ""] if same else []),
         f"Measured {meta['date']} on {meta['cpu']} ({meta['cores']} cores), Python {meta['versions']['python']}, "
         f"launcher at `{meta['versions']['launcher_git']}`. Load averages (1/5/15 min) before: {meta['load_before']}, "
         f"after: {meta['load_after']}. {meta['load_note']}", "",
         f"Same work on both sides: a {meta['params'] / 1e6:.1f}M-parameter Llama built locally with random weights "
         f"(hidden {meta['model']['hidden_size']}, {meta['model']['num_hidden_layers']} layers, vocab "
         f"{meta['model']['vocab_size']:,}), {args.rows:,} generated alpaca rows, sft, LoRA q_proj/v_proj rank 8, "
-        f"cutoff 256, global batch 8, {args.steps} steps, fp32, CPU, gradient checkpointing on and LoRA dropout 0 "
-        "on both sides (LLaMA-Factory's defaults; ours `train.gradient_checkpointing=true adapter.lora_dropout=0`, "
-        "where our defaults are off and 0.05); runs interleaved (ours, LLaMA-Factory, ours, ...), "
+        f"cutoff 256, global batch 8, {args.steps} steps, fp32, CPU, {work}; runs interleaved (ours, "
+        "LLaMA-Factory, ours, ...), "
         f"{args.repeats} sample(s) each: median (min-max). Ratios are paired: ours / LLaMA-Factory of the two "
         "samples of the same round (run back to back, so under about the same load), median (min-max) over "
         "the rounds; a goal is met when that median meets it. LLaMA-Factory's template is parsed from the tokenizer's "
@@ -625,22 +675,27 @@ def render(result: dict, args) -> str:
                   ""]
     v = meta["versions"]
     lines += ["### Versions", "",
-              "| | launcher's environment | LLaMA-Factory's venv |", "|---|---|---|"]
+              f"| | launcher's environment | LLaMA-Factory's venv{' (over ours)' if same else ''} |", "|---|---|---|"]
     for mod in ["llamafactory", "torch", "transformers", "datasets", "peft", "trl", "accelerate", "tokenizers"]:
         lines.append(f"| {mod} | {v['ours'].get(mod, '-')} | {v['llamafactory_venv'].get(mod, '-')} |")
+    flag, page = (" --same-libs", "benchmarks-same-libs") if same else ("", "benchmarks")
+    venv = (f"`~/.cache/launcher-bench/lf-same` (a virtualenv over ours, `--system-site-packages`, holding only "
+            f"LLaMA-Factory, installed `--no-deps`, and {', '.join(SAME_LIBS_EXTRA)}; a stand-in `torchaudio` "
+            "module if ours has none, since LLaMA-Factory imports it at module level)" if same else
+            f"`~/.cache/launcher-bench/lf-venv` (its own virtualenv: `{torch_pin()}` (ours) pinned by a constraint "
+            "file, LLaMA-Factory's other requirements as it states them, torchvision/torchaudio left out and a "
+            "stand-in `torchaudio` module, since LLaMA-Factory imports it at module level and no torchaudio wheel "
+            "here matches the CPU torch)")
     lines += ["", "### Reproduce", "", "```",
-              "python scripts/bench_vs_llamafactory.py            # all of the above (--quick: 1 small repeat)",
-              "python scripts/bench_vs_llamafactory.py --from-json docs/benchmarks.json   # this page again, no runs",
+              f"python scripts/bench_vs_llamafactory.py{flag}            # all of the above (--quick: 1 small repeat)",
+              f"python scripts/bench_vs_llamafactory.py{flag} --from-json docs/{page}.json   # this page again, "
+              "no runs",
               "```", "",
               f"This run took {meta.get('wall_min', '?')} min of wall time.", "",
-              f"It installs LLaMA-Factory {LF_VERSION} once into `~/.cache/launcher-bench/lf-venv` (its own "
-              f"virtualenv: `{torch_pin()}` (ours) pinned by a constraint file, LLaMA-Factory's other requirements "
-              "as it "
-              "states them, torchvision/torchaudio left out and a stand-in `torchaudio` module, since LLaMA-Factory "
-              "imports it at module level and no torchaudio wheel here matches the CPU torch), builds the model "
+              f"It installs LLaMA-Factory {LF_VERSION} once into {venv}, builds the model "
               "(`scripts/make_tiny_model.py ... --vocab 4000 --hidden 256 --intermediate 688 --layers 4 --heads 4 "
               "--kv-heads 4`, tokenizer trained on the generated rows) and the data (seeded), runs every case, and "
-              "writes this section and `docs/benchmarks.json` (every sample). The peak RSS is each rank process's "
+              f"writes this section and `docs/{page}.json` (every sample). The peak RSS is each rank process's "
               "VmHWM polled every 0.2 s (LLaMA-Factory's 1-process run trains in the `llamafactory-cli` process "
               "itself; ours in the worker the `launch` process starts). 2 ranks: ours `launch ... gpus=2` (torchrun, "
               "gloo); LLaMA-Factory `FORCE_TORCHRUN=1 NPROC_PER_NODE=2 llamafactory-cli train`.", ""]
@@ -676,8 +731,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.from_json:
         result = json.loads(args.from_json.read_text())
-        for key, value in result["meta"]["settings"].items():  # the sizes that run had
+        for key, value in result["meta"]["settings"].items():  # the sizes (and mode) that run had
             setattr(args, key, value)
+        args.out = args.out if args.out_given else default_out(args)
         args.parts = [part for part in ("dryrun", "tokenize", "train") if result["samples"][part]]
         if args.note:
             result["meta"]["load_note"] = (result["meta"]["load_note"] + " " + args.note).strip()
@@ -685,7 +741,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     args.work.mkdir(parents=True, exist_ok=True)
     load_before = load()
-    lf_python = ensure_lf_venv(args.lf_venv) if {"tokenize", "train"} & set(args.parts) else None
+    lf_python = ensure_lf_venv(args.lf_venv, args.same_libs) if {"tokenize", "train"} & set(args.parts) else None
     inputs = build_inputs(args)
     params = param_count(inputs["model"])
     samples: dict[str, list] = {"dryrun": [], "tokenize": [], "train": []}
@@ -732,7 +788,8 @@ def result_of(samples: dict, started: dict, inputs: dict, params, lf_python, arg
                                                            "(see n in docs/benchmarks.json)." if stopped else ""),
             "params": params, "model": inputs["model_config"], "versions": versions(lf_python),
             "wall_min": round((time.monotonic() - started["clock"]) / 60, 1),
-            "settings": {k: getattr(args, k) for k in ("quick", "repeats", "rows", "tok_rows", "steps", "ranks")},
+            "settings": {k: getattr(args, k)
+                         for k in ("quick", "repeats", "rows", "tok_rows", "steps", "ranks", "same_libs")},
             "command": " ".join(["python scripts/bench_vs_llamafactory.py",
                                  *(argv if argv is not None else sys.argv[1:])])}
     return {"meta": meta, "samples": samples}

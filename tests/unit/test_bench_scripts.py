@@ -39,6 +39,19 @@ def test_bench_quick_is_one_small_repeat_written_outside_docs(tmp_path):
     assert (mixed.repeats, mixed.parts, mixed.ranks) == (2, ["train"], [2])
 
 
+def test_bench_same_libs_has_its_own_venv_page_and_no_checkpointing_on_either_side(tmp_path):
+    args = bench.parse_args(["--same-libs", "--work", str(tmp_path)])
+    assert args.lf_venv == tmp_path / "lf-same" and args.out == PROJECT_ROOT / "docs/benchmarks-same-libs.md"
+    inputs = {"model": tmp_path / "m", "train_file": tmp_path / "d/train.json", "data_dir": tmp_path / "d"}
+    ours = bench.ours_overrides(inputs, tmp_path / "run", args, 1, False, inputs["train_file"])
+    assert "train.gradient_checkpointing=false" in ours
+    assert bench.lf_config(inputs, tmp_path / "run", args, 1, False)["disable_gradient_checkpointing"] is True
+    published = bench.parse_args(["--work", str(tmp_path)])  # LLaMA-Factory's default: both checkpoint
+    assert "train.gradient_checkpointing=true" in bench.ours_overrides(inputs, tmp_path / "run", published, 1,
+                                                                       False, inputs["train_file"])
+    assert bench.lf_config(inputs, tmp_path / "run", published, 1, False)["disable_gradient_checkpointing"] is False
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--repeats", "0"], "must be >= 1, got 0"),
     (["--ranks", "3"], "divide the global batch 8"),
@@ -73,6 +86,28 @@ def test_bench_report_gives_ratios_and_keeps_the_gpu_section(tmp_path):
     assert "| rows/s | 400 (300-500) | 200 (100-300) | 2.33x (1.67-3.00) | >= 1.5x: met |" in text
     assert "old CPU figures" not in text and text.endswith("## GPU\n\nH200 figures\n")
     assert json.loads(out.with_suffix(".json").read_text())["samples"]["tokenize"] == tok
+
+
+def test_bench_from_json_of_a_same_libs_run_rewrites_its_own_page(tmp_path, monkeypatch):
+    out = tmp_path / "docs/benchmarks-same-libs.md"
+    monkeypatch.setattr(bench, "ROOT", tmp_path)  # where the default pages go
+    meta = {"date": "d", "cpu": "cpu", "cores": 2, "load_before": "1", "load_after": "2", "load_note": "",
+            "params": 5.2e6, "model": {"hidden_size": 256, "num_hidden_layers": 4, "vocab_size": 4000},
+            "versions": {"python": "3", "launcher_git": "abc", "ours": {"trl": "1.12.0"},
+                         "llamafactory_venv": {"trl": "0.24.0"}},
+            "settings": {"quick": False, "repeats": 1, "rows": 2000, "tok_rows": 20000, "steps": 30, "ranks": [1],
+                         "same_libs": True}}
+    train = [{"tool": t, "ranks": 1, "packing": False, "repeat": 0, "wall_s": w, "first_step_s": f,
+              "peak_rss_mb_per_rank": [r], "trained_tokens": 100, "train_runtime_s": 1, "tokens_per_s": 100}
+             for t, w, f, r in [("ours", 5, 4, 900), ("lf", 9, 8, 1000)]]
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"meta": meta, "samples": {"dryrun": [], "tokenize": [], "train": train}}))
+    bench.main(["--from-json", str(saved), "--work", str(tmp_path)])
+    text = out.read_text()
+    assert text.startswith("# Benchmarks: both tools on the same libraries")
+    assert "disable_gradient_checkpointing: true" in text and "--same-libs --from-json" in text
+    assert "| 1 | off | command -> first step (s) | 4.00 | 8.00 | 0.50x | <= 0.6x: met |" in text
+    assert "## GPU" not in text and not (tmp_path / "docs/benchmarks.md").exists()
 
 
 def run_script(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
