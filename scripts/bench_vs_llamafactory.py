@@ -26,10 +26,10 @@ module that only raises if something uses it (text-only SFT never does).
     python scripts/bench_vs_llamafactory.py --quick    # 1 repeat, tiny sizes, writes under the work dir
     python scripts/bench_vs_llamafactory.py --same-libs   # both on our libraries -> docs/benchmarks-same-libs.md
 
---same-libs runs LLaMA-Factory on this environment's libraries instead of its own pins (a venv over ours with
-only LLaMA-Factory and the trl it imports from, default ~/.cache/launcher-bench/lf-same), so the ratios measure the
-tools, not the transformers/peft versions each installs. Checkpointing is off on both sides there: LLaMA-Factory
-0.9.5's checkpointing hook fails on our transformers.
+--same-libs gives LLaMA-Factory's venv (default ~/.cache/launcher-bench/lf-same) our versions of the libraries
+both tools train with (SAME_LIBS) instead of its pins, and trl 0.24, so the ratios measure the tools, not the
+library versions each installs; the rest of the venv is LLaMA-Factory's own requirements, as in the published
+run. Checkpointing is off on both sides there: LLaMA-Factory 0.9.5's checkpointing hook fails on our transformers.
 """
 from __future__ import annotations
 
@@ -51,9 +51,11 @@ LF_VERSION = "0.9.5"
 DEFAULT_WORK = Path("~/.cache/launcher-bench").expanduser()
 POLL_S = 0.2  # a /proc scan per poll: cheap enough not to load the 2 shared cores
 TOOLS = ("ours", "lf")
-# --same-libs: what LLaMA-Factory's venv adds over our environment. 0.9.5 imports from trl a class that trl 1.x
-# no longer has; everything else it imports is ours
-SAME_LIBS_EXTRA = ("trl==0.24.0",)
+# --same-libs: the libraries LLaMA-Factory's venv gets at our versions, and its trl: 0.9.5 imports from trl a class
+# that trl 1.x no longer has (0.24 is the newest it accepts)
+SAME_LIBS = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "safetensors",
+             "huggingface_hub")
+SAME_LIBS_TRL = "trl==0.24.0"
 # and its failure with checkpointing on our transformers, said in the report
 SAME_LIBS_GC_ERROR = "AttributeError: 'function' object has no attribute '__self__'"
 FULL = {"repeats": 3, "rows": 2000, "tok_rows": 20000, "steps": 30}
@@ -226,10 +228,14 @@ def lf_requirements(python: Path) -> list[str]:
     keep = []
     for req in dist.requires or []:
         name = req.split(";")[0].strip()
-        base = name.split("<")[0].split(">")[0].split("=")[0].split("!")[0].strip().lower()
-        if base not in ("torch", "torchvision", "torchaudio") and "extra ==" not in req:
+        if requirement_name(name) not in ("torch", "torchvision", "torchaudio") and "extra ==" not in req:
             keep.append(name)
     return keep
+
+
+def requirement_name(req: str) -> str:
+    """'transformers>=4.49.0,<=5.6.0' -> 'transformers' (normalised: lower case, '-' for '_')."""
+    return req.split("<")[0].split(">")[0].split("=")[0].split("!")[0].split("[")[0].strip().lower().replace("_", "-")
 
 
 def torch_pin() -> str:
@@ -239,33 +245,36 @@ def torch_pin() -> str:
     return f"torch=={version('torch')}"
 
 
+def pins(names) -> list[str]:
+    """name==version of this environment's install of each (torch: here the CPU build 2.13.0+cpu)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in names]
+
+
 def ensure_lf_venv(venv: Path, same_libs: bool = False) -> Path:
-    """LLaMA-Factory LF_VERSION in its own venv; returns its python. Idempotent (a marker file). same_libs: a venv
-    over this environment (--system-site-packages) holding only LLaMA-Factory (--no-deps) and SAME_LIBS_EXTRA."""
+    """LLaMA-Factory LF_VERSION in its own venv; returns its python. Idempotent (a marker file). same_libs: with
+    our versions of SAME_LIBS and SAME_LIBS_TRL in place of its pins of them."""
     python, marker = venv / "bin/python", venv / ".launcher-bench-ready"
     ready = f"{LF_VERSION} same-libs" if same_libs else LF_VERSION
     if marker.is_file() and marker.read_text().strip() == ready:
         return python
     print(f"installing LLaMA-Factory {LF_VERSION} into {venv} (once)", flush=True)
     if not python.is_file():
-        subprocess.run([sys.executable, "-m", "venv", *(["--system-site-packages"] if same_libs else []), str(venv)],
-                       check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    ours = pins(SAME_LIBS) if same_libs else [torch_pin()]
     constraints = venv / "constraints.txt"
-    constraints.write_text(torch_pin() + "\n")
+    constraints.write_text("\n".join(ours) + "\n")
     pip = [str(python), "-m", "pip", "install", "-q", "-c", str(constraints)]
-    if same_libs:
-        subprocess.run([*pip, "--no-deps", f"llamafactory=={LF_VERSION}", *SAME_LIBS_EXTRA], check=True)
-        # its 2-rank launch runs `torchrun` from PATH: that must be this venv's python, not ours
-        torchrun = venv / "bin/torchrun"
-        torchrun.write_text(f"#!{python}\nfrom torch.distributed.run import main\nmain()\n")
-        torchrun.chmod(0o755)
-    else:
-        subprocess.run([*pip, torch_pin()], check=True)
-        subprocess.run([*pip, "--no-deps", f"llamafactory=={LF_VERSION}"], check=True)
-        subprocess.run([*pip, *lf_requirements(python)], check=True)
+    subprocess.run([*pip, torch_pin()], check=True)
+    subprocess.run([*pip, "--no-deps", f"llamafactory=={LF_VERSION}"], check=True)
+    requirements = lf_requirements(python)
+    if same_libs:  # its pins of these give way to ours (it was installed --no-deps: pip only warns)
+        replaced = {requirement_name(name) for name in (*SAME_LIBS, "trl")}
+        requirements = [r for r in requirements if requirement_name(r) not in replaced] + ours + [SAME_LIBS_TRL]
+    subprocess.run([*pip, *requirements], check=True)
     site = next((venv / "lib").glob("python3*/site-packages"))
-    has_torchaudio = subprocess.run([str(python), "-c", "import torchaudio"], capture_output=True).returncode == 0
-    if not has_torchaudio and not (site / "torchaudio").exists():
+    if not (site / "torchaudio").exists():
         (site / "torchaudio").mkdir()
         (site / "torchaudio/__init__.py").write_text(TORCHAUDIO_STANDIN)
     subprocess.run([str(python), "-c", "import llamafactory.data.mm_plugin, llamafactory.train.tuner"], check=True,
@@ -593,9 +602,9 @@ def render(result: dict, args) -> str:
         "# Benchmarks: both tools on the same libraries" if same else "# Benchmarks", "",
         (f"## CPU: this launcher vs LLaMA-Factory {LF_VERSION} on this environment's libraries" if same else
          f"## CPU: this launcher vs LLaMA-Factory {LF_VERSION}"), "",
-        *([f"LLaMA-Factory runs here on our transformers, peft, datasets, accelerate and torch (a venv over our "
-           f"environment with only LLaMA-Factory and {', '.join(SAME_LIBS_EXTRA)}, its version check off), so the "
-           "ratios measure the two tools, not the library versions each installs. The published comparison, with "
+        *([f"LLaMA-Factory's venv here has our versions of {', '.join(SAME_LIBS)} in place of its pins, and "
+           f"{SAME_LIBS_TRL} (its version check off), so the ratios measure the two tools, not the library "
+           "versions each installs; the rest of its venv is its own requirements. The published comparison, with "
            "LLaMA-Factory on its own pins, is [benchmarks.md](benchmarks.md).", ""] if same else []),
         f"Measured {meta['date']} on {meta['cpu']} ({meta['cores']} cores), Python {meta['versions']['python']}, "
         f"launcher at `{meta['versions']['launcher_git']}`. Load averages (1/5/15 min) before: {meta['load_before']}, "
@@ -679,9 +688,9 @@ def render(result: dict, args) -> str:
     for mod in ["llamafactory", "torch", "transformers", "datasets", "peft", "trl", "accelerate", "tokenizers"]:
         lines.append(f"| {mod} | {v['ours'].get(mod, '-')} | {v['llamafactory_venv'].get(mod, '-')} |")
     flag, page = (" --same-libs", "benchmarks-same-libs") if same else ("", "benchmarks")
-    venv = (f"`~/.cache/launcher-bench/lf-same` (a virtualenv over ours, `--system-site-packages`, holding only "
-            f"LLaMA-Factory, installed `--no-deps`, and {', '.join(SAME_LIBS_EXTRA)}; a stand-in `torchaudio` "
-            "module if ours has none, since LLaMA-Factory imports it at module level)" if same else
+    venv = (f"`~/.cache/launcher-bench/lf-same` (its own virtualenv as below, but with our versions of "
+            f"{', '.join(SAME_LIBS)} pinned by a constraint file and {SAME_LIBS_TRL} in place of its pins of them; "
+            "a stand-in `torchaudio` module)" if same else
             f"`~/.cache/launcher-bench/lf-venv` (its own virtualenv: `{torch_pin()}` (ours) pinned by a constraint "
             "file, LLaMA-Factory's other requirements as it states them, torchvision/torchaudio left out and a "
             "stand-in `torchaudio` module, since LLaMA-Factory imports it at module level and no torchaudio wheel "
