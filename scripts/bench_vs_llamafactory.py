@@ -684,7 +684,7 @@ def render(result: dict, args) -> str:
                   ""]
     v = meta["versions"]
     lines += ["### Versions", "",
-              f"| | launcher's environment | LLaMA-Factory's venv{' (over ours)' if same else ''} |", "|---|---|---|"]
+              f"| | launcher's environment | LLaMA-Factory's venv{' (our core libraries)' if same else ''} |", "|---|---|---|"]
     for mod in ["llamafactory", "torch", "transformers", "datasets", "peft", "trl", "accelerate", "tokenizers"]:
         lines.append(f"| {mod} | {v['ours'].get(mod, '-')} | {v['llamafactory_venv'].get(mod, '-')} |")
     flag, page = (" --same-libs", "benchmarks-same-libs") if same else ("", "benchmarks")
