@@ -740,6 +740,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.from_json:
         result = json.loads(args.from_json.read_text())
+        args.same_libs = False  # runs from before --same-libs have no such setting
         for key, value in result["meta"]["settings"].items():  # the sizes (and mode) that run had
             setattr(args, key, value)
         args.out = args.out if args.out_given else default_out(args)

@@ -108,6 +108,11 @@ def test_bench_from_json_of_a_same_libs_run_rewrites_its_own_page(tmp_path, monk
     assert "disable_gradient_checkpointing: true" in text and "--same-libs --from-json" in text
     assert "| 1 | off | command -> first step (s) | 4.00 | 8.00 | 0.50x | <= 0.6x: met |" in text
     assert "## GPU" not in text and not (tmp_path / "docs/benchmarks.md").exists()
+    # the run's mode decides, not the flag: a run from before --same-libs is the published kind
+    del meta["settings"]["same_libs"]
+    saved.write_text(json.dumps({"meta": meta, "samples": {"dryrun": [], "tokenize": [], "train": train}}))
+    bench.main(["--same-libs", "--from-json", str(saved), "--work", str(tmp_path)])
+    assert (tmp_path / "docs/benchmarks.md").read_text().startswith("# Benchmarks\n")
 
 
 def run_script(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
