@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -108,14 +109,32 @@ def run_module(module: str, *args: str, cwd: Path | None = None, timeout: float 
                           timeout=timeout)
 
 
-def start_training(run: Path, *overrides: str, cwd: Path) -> subprocess.Popen:
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def signals_as_in_a_terminal(ignored: tuple[int, ...] = ()) -> None:
+    """preexec_fn of a process a test signals: the stop signals as a command typed in a terminal has them, not as
+    the suite inherited them (a script's background job ignores SIGINT), except those asked to be ignored."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
+
+
+def signal_set(pid: int, field: str) -> set[int]:
+    """The signals pid ignores (field SigIgn) or catches (SigCgt), from /proc/PID/status."""
+    mask = int(next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith(f"{field}:")), 16)
+    return {sig for sig in range(1, 65) if mask >> (sig - 1) & 1}
+
+
+def start_training(run: Path, *overrides: str, cwd: Path, ignored: tuple[int, ...] = ()) -> subprocess.Popen:
     """`launch` (2 CPU ranks of the tiny LoRA recipe, a practically endless run) in the background, returned once
-    both ranks train."""
+    both ranks train. ignored: stop signals it starts with ignored (as under nohup)."""
     import pytest
 
     proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "recipe=tiny_sft_lora", "device=cpu", "gpus=2",
                              f"output_dir={run}", "train.num_train_epochs=1000", "train.save_steps=100000",
-                             *overrides], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             *overrides], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signals_as_in_a_terminal(ignored))
     if not wait_until_training(run, ranks=2, timeout=120):
         proc.kill()
         pytest.fail("ranks did not start training within 120 s")

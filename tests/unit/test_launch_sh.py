@@ -12,7 +12,7 @@ from pathlib import Path
 from launcher.exitcodes import EXIT_INTERRUPTED
 from launcher.plan import NodeCommand, build_plan
 from launcher.rundir import RunDir, read_events
-from tests.support import compose, facts
+from tests.support import compose, facts, signals_as_in_a_terminal
 
 #: the stand-in rank: records its restart env, then fails on attempt 0 and succeeds on attempt 1 (by default)
 FAKE = textwrap.dedent("""
@@ -83,7 +83,8 @@ def signalled(tmp_path: Path, sig: int, save: bool) -> tuple[int, list[str]]:
     (tmp_path / "mode").write_text("wait")
     if save:
         (tmp_path / "save").touch()
-    proc = subprocess.Popen(["bash", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(["bash", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=signals_as_in_a_terminal)
     deadline = time.monotonic() + 30
     while not (tmp_path / "ready").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
