@@ -600,7 +600,7 @@ def render(result: dict, args) -> str:
             "`train.gradient_checkpointing=true adapter.lora_dropout=0`, where our defaults are off and 0.05)")
     lines = [
         "# Benchmarks: both tools on the same libraries" if same else "# Benchmarks", "",
-        (f"## CPU: this launcher vs LLaMA-Factory {LF_VERSION} on this environment's libraries" if same else
+        (f"## CPU: this launcher vs LLaMA-Factory {LF_VERSION}, both on our library versions" if same else
          f"## CPU: this launcher vs LLaMA-Factory {LF_VERSION}"), "",
         *([f"LLaMA-Factory's venv here has our versions of {', '.join(SAME_LIBS)} in place of its pins, and "
            f"{SAME_LIBS_TRL} (its version check off), so the ratios measure the two tools, not the library "
