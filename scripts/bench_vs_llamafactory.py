@@ -24,7 +24,7 @@ module that only raises if something uses it (text-only SFT never does).
 
     python scripts/bench_vs_llamafactory.py            # full: 3 repeats, writes docs/benchmarks.md + .json
     python scripts/bench_vs_llamafactory.py --quick    # 1 repeat, tiny sizes, writes under the work dir
-    python scripts/bench_vs_llamafactory.py --same-libs   # both on our libraries -> docs/benchmarks-same-libs.md
+    python scripts/bench_vs_llamafactory.py --same-libs   # LLaMA-Factory on our library versions
 
 --same-libs gives LLaMA-Factory's venv (default ~/.cache/launcher-bench/lf-same) our versions of the libraries
 both tools train with (SAME_LIBS) instead of its pins, and trl 0.24, so the ratios measure the tools, not the
@@ -115,8 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
                         help="model, data, runs and LLaMA-Factory's venv (default ~/.cache/launcher-bench)")
     parser.add_argument("--same-libs", action="store_true",
-                        help="run LLaMA-Factory on this environment's libraries (a venv over ours), both without "
-                        "checkpointing; writes docs/benchmarks-same-libs.md")
+                        help="LLaMA-Factory's venv with our versions of the libraries both train with (WORK/lf-same), "
+                        "both without checkpointing; writes docs/benchmarks-same-libs.md")
     parser.add_argument("--lf-venv", type=Path,
                         help="LLaMA-Factory's virtualenv (default WORK/lf-venv; --same-libs: WORK/lf-same)")
     parser.add_argument("--out", type=Path, help="markdown report (default docs/benchmarks.md; --same-libs: "
@@ -684,7 +684,8 @@ def render(result: dict, args) -> str:
                   ""]
     v = meta["versions"]
     lines += ["### Versions", "",
-              f"| | launcher's environment | LLaMA-Factory's venv{' (our core libraries)' if same else ''} |", "|---|---|---|"]
+              f"| | launcher's environment | LLaMA-Factory's venv{' (our core libraries)' if same else ''} |",
+              "|---|---|---|"]
     for mod in ["llamafactory", "torch", "transformers", "datasets", "peft", "trl", "accelerate", "tokenizers"]:
         lines.append(f"| {mod} | {v['ours'].get(mod, '-')} | {v['llamafactory_venv'].get(mod, '-')} |")
     flag, page = (" --same-libs", "benchmarks-same-libs") if same else ("", "benchmarks")
@@ -696,7 +697,7 @@ def render(result: dict, args) -> str:
             "stand-in `torchaudio` module, since LLaMA-Factory imports it at module level and no torchaudio wheel "
             "here matches the CPU torch)")
     lines += ["", "### Reproduce", "", "```",
-              f"python scripts/bench_vs_llamafactory.py{flag}            # all of the above (--quick: 1 small repeat)",
+              f"python scripts/bench_vs_llamafactory.py{flag}    # all of the above (--quick: 1 small repeat)",
               f"python scripts/bench_vs_llamafactory.py{flag} --from-json docs/{page}.json   # this page again, "
               "no runs",
               "```", "",

@@ -5,8 +5,9 @@ SIGINT/SIGTERM/SIGHUP go to launch.sh's shell only: its trap stops the restart l
 on so that every rank gets it once (torchrun forwards it; a second copy from the process group would
 read as "stop at once"). One that launch started with ignored stays ignored, as for any command: `nohup
 launch ...` survives the terminal's hangup, and a script's background job ignores SIGINT (bash could not
-trap it in launch.sh either, so forwarding it would only lead to the kill after GRACE_S). The exit status is launch.sh's: 0, 75 when the ranks saved a checkpoint after a
-signal, 128+signal otherwise, or the failed attempt's. A `kill -9` of launch still stops everything:
+trap it in launch.sh either, so forwarding it would only lead to the kill after GRACE_S). The exit status
+is launch.sh's: 0, 75 when the ranks saved a checkpoint after a signal, 128+signal otherwise, or the failed
+attempt's. A `kill -9` of launch still stops everything:
 launch.sh gets SIGTERM when launch dies (PR_SET_PDEATHSIG), and so on down to the ranks.
 """
 from __future__ import annotations
