@@ -234,15 +234,11 @@ def lf_requirements(python: Path) -> list[str]:
 
 
 def requirement_name(req: str) -> str:
-    """'transformers>=4.49.0,<=5.6.0' -> 'transformers' (normalised: lower case, '-' for '_')."""
-    return req.split("<")[0].split(">")[0].split("=")[0].split("!")[0].split("[")[0].strip().lower().replace("_", "-")
+    """'transformers>=4.49.0,<=5.6.0' -> 'transformers', 'huggingface_hub' -> 'huggingface-hub' (PEP 503)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
 
-
-def torch_pin() -> str:
-    """This environment's torch (here the CPU build 2.13.0+cpu): LLaMA-Factory's venv gets the same one."""
-    from importlib.metadata import version
-
-    return f"torch=={version('torch')}"
+    return canonicalize_name(Requirement(req).name)
 
 
 def pins(names) -> list[str]:
@@ -250,6 +246,11 @@ def pins(names) -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name)}" for name in names]
+
+
+def torch_pin() -> str:
+    """This environment's torch: LLaMA-Factory's venv gets the same one."""
+    return pins(["torch"])[0]
 
 
 def ensure_lf_venv(venv: Path, same_libs: bool = False) -> Path:
