@@ -7,8 +7,9 @@
 The key hashes the data files' bytes, the tokenizer (vocabulary, special tokens, chat template), the
 template, cutoff_len, packing, stage, max_samples, val_size (or the eval datasets), mixing, masking and the
 seed. On each node local rank 0 (or `launch ... prepare_only=true`, before any allocation) builds under the
-lock; the other ranks poll until the cache is there, and give up with a clear message after
-data.cache_timeout_s instead of hanging in a collective. A second launch with the same inputs tokenizes nothing.
+lock (in a process of its own while it loads its model, where the node has a core to spare: background.py);
+the other ranks poll until the cache is there, and give up with a clear message after data.cache_timeout_s
+instead of hanging in a collective. A second launch with the same inputs tokenizes nothing.
 """
 from __future__ import annotations
 
@@ -141,47 +142,78 @@ def _wait_for(path: Path, timeout_s: float, run_dir: Optional[str], rank: int) -
         time.sleep(POLL_S if time.monotonic() - started < POLL_SLOW_AFTER_S else POLL_SLOW_S)
 
 
-def prepare(cfg: Any, tokenizer, *, local_rank: int = 0, rank: int = 0, run_dir: Optional[str] = None) -> Prepared:
-    """The training (and eval) rows of cfg: read from the cache, built first if it is not there."""
-    import datasets
+@dataclass
+class Located:
+    """A complete cache entry, and how many rows this rank (or its background process) tokenized into it."""
+    path: str
+    inputs: dict
+    meta: dict
+    tokenized_here: int
+
+
+def _sources(cfg: Any):
+    """cfg's datasets, its eval datasets and the cache's root (created)."""
+    d = cfg.data
+    attrs = resolve_all(d.dataset, d.dataset_dir)
+    eval_attrs = resolve_all(d.eval_dataset, d.dataset_dir, "data.eval_dataset")
+    root = Path(d.cache_dir).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return attrs, eval_attrs, root
+
+
+def locate(cfg: Any, tokenizer, *, local_rank: int = 0, rank: int = 0, run_dir: Optional[str] = None) -> Located:
+    """The complete cache entry of cfg's data: local rank 0 builds it under the lock when it is missing (or
+    overwrite_cache asks for a new one), the other ranks wait for it."""
     from filelock import FileLock, Timeout
 
     from launcher.data import pipeline
 
     d, stage = cfg.data, str(getattr(cfg.stage.name, "value", cfg.stage.name))
-    attrs = resolve_all(d.dataset, d.dataset_dir)
-    eval_attrs = resolve_all(d.eval_dataset, d.dataset_dir, "data.eval_dataset")
-    root = Path(d.cache_dir).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    hf_cache = str(root / "hf")
-    if d.streaming:
-        built = pipeline.stream(d, stage, cfg.seed, tokenizer, attrs, hf_cache, eval_attrs)
-        log.info("data: streaming %s (tokenized on the fly, not cached)", ", ".join(a.name for a in attrs))
-        return Prepared(built.train, built.eval, {"streaming": True, "cache_path": None, "rows_tokenized_here": None,
-                                                   "datasets_resolved": [a.record() for a in attrs]})
+    attrs, eval_attrs, root = _sources(cfg)
     inputs = key_inputs(d, stage, cfg.seed, attrs, tokenizer, eval_attrs)
     key = cache_key(inputs)
     path = root / key
-    tokenized_here = 0
-    if local_rank == 0:
-        try:
-            with FileLock(str(root / f"{key}.lock"), timeout=d.cache_timeout_s):
-                meta = _complete(path)
-                if meta is None or (d.overwrite_cache and (run_dir is None or meta.get("built_for") != run_dir)):
-                    started = time.perf_counter()
-                    meta = _build_into(path, lambda: pipeline.build(d, stage, cfg.seed, tokenizer, attrs, hf_cache,
-                                                                      eval_attrs),
-                                       {"key": key, "inputs": inputs, "built_for": run_dir})
-                    tokenized_here = meta["rows_tokenized"]
-                    log.info("data: tokenized %d rows in %.1f s (%d process%s)", tokenized_here,
-                             time.perf_counter() - started, meta["tokenize_processes"],
-                             "es" if meta["tokenize_processes"] > 1 else "")
-        except Timeout:
-            raise DataError(f"waited {d.cache_timeout_s} s for the lock {root / key}.lock held by another "
-                            "launch building the same cache; raise data.cache_timeout_s, or remove the lock "
-                            "if no launch is running") from None
-    else:
+    if local_rank != 0:
         meta = _wait_for(path, d.cache_timeout_s, run_dir if d.overwrite_cache else None, rank)
+        return Located(str(path), inputs, meta, 0)
+    tokenized_here = 0
+    try:
+        with FileLock(str(root / f"{key}.lock"), timeout=d.cache_timeout_s):
+            meta = _complete(path)
+            if meta is None or (d.overwrite_cache and (run_dir is None or meta.get("built_for") != run_dir)):
+                started = time.perf_counter()
+                meta = _build_into(path, lambda: pipeline.build(d, stage, cfg.seed, tokenizer, attrs,
+                                                                str(root / "hf"), eval_attrs),
+                                   {"key": key, "inputs": inputs, "built_for": run_dir})
+                tokenized_here = meta["rows_tokenized"]
+                log.info("data: tokenized %d rows in %.1f s (%d process%s)", tokenized_here,
+                         time.perf_counter() - started, meta["tokenize_processes"],
+                         "es" if meta["tokenize_processes"] > 1 else "")
+    except Timeout:
+        raise DataError(f"waited {d.cache_timeout_s} s for the lock {root / key}.lock held by another "
+                        "launch building the same cache; raise data.cache_timeout_s, or remove the lock "
+                        "if no launch is running") from None
+    return Located(str(path), inputs, meta, tokenized_here)
+
+
+def prepare(cfg: Any, tokenizer, *, local_rank: int = 0, rank: int = 0, run_dir: Optional[str] = None,
+            located: Optional[Located] = None) -> Prepared:
+    """The training (and eval) rows of cfg: read from the cache, built first if it is not there (unless
+    `located` says where a background process built it: launcher.data.background)."""
+    import datasets
+
+    from launcher.data import pipeline
+
+    d, stage = cfg.data, str(getattr(cfg.stage.name, "value", cfg.stage.name))
+    if d.streaming:
+        attrs, eval_attrs, root = _sources(cfg)
+        built = pipeline.stream(d, stage, cfg.seed, tokenizer, attrs, str(root / "hf"), eval_attrs)
+        log.info("data: streaming %s (tokenized on the fly, not cached)", ", ".join(a.name for a in attrs))
+        return Prepared(built.train, built.eval, {"streaming": True, "cache_path": None, "rows_tokenized_here": None,
+                                                   "datasets_resolved": [a.record() for a in attrs]})
+    if located is None:
+        located = locate(cfg, tokenizer, local_rank=local_rank, rank=rank, run_dir=run_dir)
+    path, meta, tokenized_here = Path(located.path), located.meta, located.tokenized_here
     log.info("data: %d rows tokenized on this rank; %s cache %s", tokenized_here,
              "built" if tokenized_here else "read", path)
     train = datasets.load_from_disk(str(path / "train"))
@@ -192,5 +224,5 @@ def prepare(cfg: Any, tokenizer, *, local_rank: int = 0, rank: int = 0, run_dir:
     record = {**{k: v for k, v in meta.items() if k != "inputs"}, "cache_path": str(path),
               "cache_hit": tokenized_here == 0, "rows_tokenized_here": tokenized_here,
               "non_pad_share": round(share, 4) if share is not None else None,
-              "inputs": {k: v for k, v in inputs.items() if k != "datasets"}}
+              "inputs": {k: v for k, v in located.inputs.items() if k != "datasets"}}
     return Prepared(train, evaluation, record)

@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     gc.disable()
     # If torchrun is killed hard (SIGKILL), its ranks would live on as orphans; Linux SIGTERMs them instead.
     die_with_parent()
+    # So does every process a rank forks (its data process, datasets' tokenizing pool, DataLoader workers): a
+    # rank that ends at once would otherwise leave them behind, a pool's workers blocked forever.
+    os.register_at_fork(after_in_child=die_with_parent)
     from launcher.visible_devices import restore
 
     restore(os.environ)  # before torch sees CUDA: the devices the deepspeed runner replaced by indices

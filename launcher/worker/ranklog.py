@@ -13,6 +13,11 @@ def rank_from_env() -> tuple[int, int, int]:
             int(os.environ.get("WORLD_SIZE", 1)))
 
 
+def local_world_size() -> int:
+    """The ranks on this node: torchrun's LOCAL_WORLD_SIZE, the deepspeed runner's LOCAL_SIZE; 1 alone."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("LOCAL_SIZE") or 1)
+
+
 #: library messages that tell the user nothing (kept in the rank logs, off the console)
 NOISE = ("Do not forget to share your model on huggingface.co",)
 #: DeepSpeed's, on every rank of a CPU run, as deepspeed is imported: noise unless the run uses DeepSpeed

@@ -18,7 +18,7 @@ from pathlib import Path
 from launcher.data.formats import ONLINE_STAGES
 from launcher.rundir import RunDir, _write, append_event, read_events
 from launcher.schema import load_run_config
-from launcher.worker.ranklog import rank_from_env, setup_rank_logging
+from launcher.worker.ranklog import local_world_size, rank_from_env, setup_rank_logging
 from launcher.worker.signals import StopSignals
 
 log = logging.getLogger("launcher.worker")
@@ -51,32 +51,36 @@ class Worker:
         self.host = socket.gethostname()
         self.started = time.time()
         self.signals = signals or StopSignals()
+        self.background = None  # local rank 0's data process (launcher.data.background) until its cache is read
 
     def setup(self) -> None:
         uses_deepspeed = self.cfg.zero.name != "none" or self.cfg.backend.name.value == "deepspeed"
-        # A rank other than local rank 0 loads its model while that one tokenizes, unless loading runs
-        # collectives (ZeRO-3's zero.Init), which would wait on the tokenizing rank up to ddp_timeout.
-        self.model_first = self.local_rank != 0 and not uses_deepspeed
         setup_rank_logging(self.run.rank_log(self.rank), self.rank, uses_deepspeed=uses_deepspeed)
-        if not uses_deepspeed:
-            without_deepspeed()
-        from transformers import set_seed
-
-        from launcher.worker.model import (count_parameters, load_for_eval, load_model, load_tokenizer,
-                                           resolve_precision)
-
         cfg = self.cfg
         log.info("rank %d/%d (node %s, local %d) on %s%s starting in %s", self.rank, self.world_size,
                  os.environ.get("GROUP_RANK", "0"), self.local_rank, socket.gethostname(),
                  f" (slurm node {os.environ['SLURMD_NODENAME']})" if "SLURMD_NODENAME" in os.environ else "",
                  self.run.root)
-        set_seed(cfg.seed)
+        from launcher.worker.model import (count_parameters, load_for_eval, load_model, load_tokenizer,
+                                           resolve_precision)
+
         self.precision = resolve_precision(cfg.precision.name.value, cfg.device.value)
         from launcher.worker.node import check_node
 
         check_node(cfg, self.run, self.rank, self.local_rank, self.host)  # validate saw the launching host only
         if cfg.preflight:
             self.preflight_alone()
+        self.tokenizer = load_tokenizer(cfg)
+        evaluating = cfg.stage.name.value == "eval"  # reads its benchmark's rows itself (worker/benchmark.py)
+        from launcher.data import background
+
+        # Where a core is free, local rank 0's data is tokenized by a child process from here on, while this one
+        # imports the rest and loads its model (as the other ranks do while they wait for the cache).
+        if (self.local_rank == 0 and not evaluating and not cfg.data.streaming
+                and background.spare_core(local_world_size())):
+            self.background = background.start(cfg, self.tokenizer, rank=self.rank, run_dir=str(self.run.root))
+        if not uses_deepspeed:
+            without_deepspeed()
         # Before the model: with a ZeRO-3 ds config, TrainingArguments makes from_pretrained load each
         # rank's partition only (deepspeed.zero.Init) instead of the whole model on every rank. Kept on self:
         # transformers holds that ds config by a weak reference. Each stage builds its own (TRL) config too.
@@ -95,16 +99,14 @@ class Worker:
             # zero.Init asks deepspeed.comm for the world size; on CPU accelerate set up torch.distributed
             # only, and deepspeed.comm would report a world of 1 (this wraps the existing process group).
             deepspeed.init_distributed()
-        self.tokenizer = load_tokenizer(cfg)
-        evaluating = cfg.stage.name.value == "eval"  # reads its benchmark's rows itself (worker/benchmark.py)
-        prepare = (lambda: None) if evaluating else self.prepare_data
-        if not self.model_first:
-            self.data = prepare()
-        set_seed(cfg.seed)  # again: a new head (rm) or adapter starts the same on every rank
+        # Every rank loads its model before it reads the data: no rank waits on tokenization first, so ZeRO-3's
+        # collective loading (zero.Init) finds every rank there.
+        from transformers import set_seed
+
+        set_seed(cfg.seed)  # a new head (rm) or adapter starts the same on every rank
         load = load_for_eval if evaluating else load_model  # eval: nothing trains
         self.model = load(cfg, self.precision, self.local_rank)
-        if self.model_first:
-            self.data = prepare()
+        self.data = None if evaluating else self.prepare_data()
         self.trainable, self.total = count_parameters(self.model)
         log.info("trainable params: %d / %d (%.4f%%), adapter %s, precision %s", self.trainable, self.total,
                  100 * self.trainable / self.total, cfg.adapter.name.value, self.precision)
@@ -144,11 +146,12 @@ class Worker:
         log.info("preflight: all %d ranks reached the barrier and share %s", self.world_size, self.run.root)
 
     def prepare_data(self):
-        """Local rank 0 tokenizes into the cache (or finds it there); the other ranks wait for it."""
+        """Local rank 0 (or its data process) tokenizes into the cache or finds it there; the other ranks wait for it."""
         from launcher.data.cache import prepare
 
+        located = self.background.located() if self.background is not None else None
         data = prepare(self.cfg, self.tokenizer, local_rank=self.local_rank, rank=self.rank,
-                       run_dir=str(self.run.root))
+                       run_dir=str(self.run.root), located=located)
         if self.rank == 0:
             self.run.data.write_text(json.dumps(data.record, indent=2) + "\n")
         return data
@@ -432,5 +435,7 @@ class Worker:
     def cleanup(self) -> None:
         import torch.distributed as dist
 
+        if self.background is not None:
+            self.background.cancel()
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

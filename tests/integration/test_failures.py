@@ -1,5 +1,5 @@
 """What the ranks do when things fail (real torchrun, 2 gloo ranks, the tiny model): a rank killed in the middle
-of a checkpoint save, SIGTERM mid-run, a failed preflight, bad data found while loading."""
+of a checkpoint save, SIGTERM mid-run or while tokenizing, a failed preflight, bad data found while loading."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from launcher.checkpoints import MARKER, complete_checkpoints
-from tests.support import rank_pids, run_launch, wait_until_training
+from tests.support import processes_mentioning, rank_pids, run_launch, signals_as_in_a_terminal, \
+    wait_until_training
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +116,35 @@ def test_sigterm_saves_the_next_step_and_a_resume_finishes_as_planned(tmp_path, 
     assert [(a["start_step"], a["end_step"], a["outcome"]) for a in s["attempts"]] == \
         [(0, step, "interrupted"), (step, 60, "finished")]
     assert not (run / "interrupted.json").exists()  # the resumed attempt continued from it
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_sigterm_while_tokenizing_leaves_no_process_behind(tmp_path, tiny_model, gpus):
+    """Local rank 0 tokenizes with a pool of 2 processes: in its data process when the node has a core to spare
+    (1 rank on 2 cores), in the rank itself when not (2 ranks). A SIGTERM then ends the run at once, and takes
+    the pool (and the data process) with it: none is left behind, and no half-built cache is published. Under
+    torchrun its kill of each rank's process group takes them; a single process's forks die with their parent
+    (worker/__main__.py), where before a pool of a 1-process run was left blocked for good."""
+    rows = [{"instruction": f"Add {i} and {7 * i}, then say why.", "input": "numbers " * 20,
+             "output": f"{8 * i} because " + "reasons " * 30} for i in range(40_000)]
+    (tmp_path / "many.json").write_text(json.dumps(rows))
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", *TINY, f"gpus={gpus}", f"output_dir={run}",
+                             f"data.dataset=[{tmp_path}/many.json]", f"data.cache_dir={tmp_path}/cache",
+                             "data.preprocessing_num_workers=2"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, preexec_fn=signals_as_in_a_terminal)
+    try:
+        # the ranks, the data process (1 rank) and the pool's 2 workers: forks, with the ranks' command line (its
+        # arguments NUL-separated in /proc)
+        forked = 2 + (gpus == 1)
+        wait_for(lambda: len(processes_mentioning(f"launcher.worker\0{run}")) >= gpus + forked, 120, "tokenizing pool")
+        assert not list((tmp_path / "cache").glob("*/meta.json"))  # still tokenizing
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    wait_for(lambda: not processes_mentioning(str(run)), 15, "end of every process of the run")
+    assert not list((tmp_path / "cache").glob("*/meta.json"))
 
 
 def test_a_failed_preflight_ends_the_run_at_once_naming_rank_host_and_check(tmp_path, tiny_model):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from launcher.checkpoints import is_complete, last_complete_checkpoint
+from launcher.data.background import spare_core
 from launcher.exitcodes import EXIT_INTERRUPTED
 from tests.support import processes_mentioning, run_launch, start_training
 
@@ -80,6 +81,8 @@ def test_only_rank_0_logs_and_reports(demo):
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1
     assert "summary:" in (run / "logs/rank0.log").read_text()
     assert "summary:" not in (run / "logs/rank1.log").read_text()
+    # 2 ranks on 2 cores: no core to spare for a data process, rank 0 tokenizes itself
+    assert ("data: preparing in process" in (run / "logs/rank0.log").read_text()) == spare_core(2)
 
 
 def test_no_secret_is_written(demo):
@@ -112,6 +115,8 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_model):
     r = run_launch(*common, "train.max_steps=6", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "single" in (run / "plan.json").read_text()
+    # one rank, 2 cores here: its data was prepared by a process of its own while it loaded
+    assert ("data: preparing in process" in (run / "logs/rank0.log").read_text()) == spare_core(1)
     r = run_launch(*common, "train.max_steps=10", "resume=true", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
