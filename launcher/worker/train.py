@@ -146,7 +146,7 @@ class Worker:
         log.info("preflight: all %d ranks reached the barrier and share %s", self.world_size, self.run.root)
 
     def prepare_data(self):
-        """Local rank 0 (or its data process) tokenizes into the cache or finds it there; the other ranks wait for it."""
+        """Local rank 0 (or its data process) builds the cache or finds it; the other ranks wait for it."""
         from launcher.data.cache import prepare
 
         located = self.background.located() if self.background is not None else None
