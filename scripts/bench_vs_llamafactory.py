@@ -708,7 +708,9 @@ def render(result: dict, args) -> str:
               "--kv-heads 4`, tokenizer trained on the generated rows) and the data (seeded), runs every case, and "
               f"writes this section and `docs/{page}.json` (every sample). The peak RSS is each rank process's "
               "VmHWM polled every 0.2 s (LLaMA-Factory's 1-process run trains in the `llamafactory-cli` process "
-              "itself; ours in the worker the `launch` process starts). 2 ranks: ours `launch ... gpus=2` (torchrun, "
+              "itself; ours in the worker the `launch` process starts; ours' 1-process samples also list the data "
+              "process that rank forks to tokenize while it loads, copy-on-write and gone before training). 2 ranks: "
+              "ours `launch ... gpus=2` (torchrun, "
               "gloo); LLaMA-Factory `FORCE_TORCHRUN=1 NPROC_PER_NODE=2 llamafactory-cli train`.", ""]
     return "\n".join(lines)
 
