@@ -160,8 +160,8 @@ class LaunchPlan:
             '  while wait "$PID"; rc=$?; kill -0 "$PID" 2>/dev/null; do :; done  # a trap ends `wait` early',
             f'  NEXT="$({shlex.quote(py)} -m launcher.restarts "$RUN_DIR" --node "$NODE" --restart "$RESTART" '
             '--max-restarts "$MAX_RESTARTS" \\',
-            '         --exit-code "$rc" --signal "$SIG" --log "$LOG" --log-offset "$OFFSET" --started "$STARTED")" '
-            '|| NEXT="$rc"',
+            '         --exit-code "$rc" --signal "$SIG" --log "$LOG" --log-offset "$OFFSET" --started "$STARTED"'
+            + (' --port "$PORT"' if self.base_port and self.backend == "deepspeed" else '') + ')" || NEXT="$rc"',
             '  [ "$NEXT" = restart ] || exit "$NEXT"',
             "  RESTART=$(( RESTART + 1 ))",
             "done",

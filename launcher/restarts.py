@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from launcher import shm_buffers
 from launcher.checkpoints import checkpoint_step, last_complete_checkpoint
 from launcher.exitcodes import EXIT_INTERRUPTED
 from launcher.rundir import RunDir, append_event, read_events
@@ -155,7 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--log", type=Path, required=True, help="this node's launcher log (its stderr)")
     p.add_argument("--log-offset", type=int, default=0, help="where this attempt's part of --log begins")
     p.add_argument("--started", type=float, required=True, help="when the attempt began (unix seconds)")
+    p.add_argument("--port", help="the attempt's rendezvous port: DeepSpeed's /dev/shm buffers of it are removed")
     a = p.parse_args(argv)
+    if a.port:
+        shm_buffers.sweep(a.port)  # what a rank that died before releasing its own left (launcher.shm_buffers)
     d = after_attempt(RunDir(Path(a.run_dir)), node=a.node, restart=a.restart, max_restarts=a.max_restarts,
                       exit_code=a.exit_code, signal=a.signal, log=a.log, log_offset=a.log_offset, started=a.started)
     print(RESTART if d.exit_code is None else d.exit_code)

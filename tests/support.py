@@ -181,3 +181,14 @@ def rank_pids(run: Path) -> dict[int, int]:
 
 def rank_pid(run: Path, rank: int) -> int | None:
     return rank_pids(run).get(rank)
+
+
+def shm_buffers_left(run: Path) -> list[str]:
+    """DeepSpeed's /dev/shm all-reduce buffers (launcher.shm_buffers) left under any port run's attempts used."""
+    import re
+
+    from launcher.shm_buffers import PREFIX, SHM_DIR
+
+    base = int(re.search(r"^BASE_PORT=(\d+)$", (run / "launch.sh").read_text(), re.M).group(1))
+    ports = {str(base + restart) for restart in range(10)}
+    return sorted(p.name for p in SHM_DIR.glob(f"{PREFIX}_{os.getuid()}_*") if p.name.split("_")[-2] in ports)

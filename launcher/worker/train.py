@@ -99,6 +99,8 @@ class Worker:
             # zero.Init asks deepspeed.comm for the world size; on CPU accelerate set up torch.distributed
             # only, and deepspeed.comm would report a world of 1 (this wraps the existing process group).
             deepspeed.init_distributed()
+            if cfg.device.value == "cpu" and self.world_size > 1:
+                self.release_shm_buffer()
         # Every rank loads its model before it reads the data: no rank waits on tokenization first, so ZeRO-3's
         # collective loading (zero.Init) finds every rank there.
         from transformers import set_seed
@@ -119,6 +121,17 @@ class Worker:
         if problems:
             preflight.fail(self.run, [preflight.Failure(self.rank, self.host, c, m) for c, m in problems], self.rank)
         log.info("preflight: device and disk ok")
+
+    def release_shm_buffer(self) -> None:
+        """DeepSpeed's shared-memory all-reduce on CPU never removes its /dev/shm files (launcher.shm_buffers):
+        once every rank has mapped them all (the barrier), each rank unlinks the name of its own."""
+        import torch.distributed as dist
+
+        from launcher import shm_buffers
+
+        dist.barrier()
+        if shm_buffers.release_own(self.rank):
+            log.info("deepspeed: this rank's shared-memory all-reduce buffer is unlinked (freed when the ranks end)")
 
     @staticmethod
     def init_gloo(timeout_s: int) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from launcher.rundir import RunDir, read_events
-from tests.support import processes_mentioning, rank_pid, run_launch, start_training
+from tests.support import processes_mentioning, rank_pid, run_launch, shm_buffers_left, start_training
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +117,7 @@ def test_a_killed_deepspeed_rank_restarts_with_zero2(tmp_path, tiny_model, deeps
     assert [(e["restart"], e["reason"], e["restarting"]) for e in exits] == \
         [(0, "rank failed", True), (1, "finished", False)]
     assert '"--master_port=$PORT"' in (run / "launch.sh").read_text()  # BASE_PORT + restart: a fresh store
+    assert shm_buffers_left(run) == []  # neither the killed rank's nor the others' (launcher.shm_buffers)
     ours, theirs = adapter(run), adapter(reference)
     for name in ours:
         assert (ours[name] == theirs[name]).all(), name

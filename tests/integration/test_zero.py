@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from launcher.checkpoints import MARKER
-from tests.support import processes_mentioning, run_launch, wait_until_training
+from tests.support import processes_mentioning, run_launch, shm_buffers_left, wait_until_training
 
 pytestmark = pytest.mark.integration
 
@@ -125,6 +125,9 @@ def test_zero3_runs_through_the_deepspeed_launcher(zero3):
     assert (run / "logs/rank0.log").is_file() and (run / "logs/rank1.log").is_file()
     assert "activating zero.init()" in (run / "logs/rank0.log").read_text()  # partitioned at load
     assert summary(run)["trainable_params"] == summary(run)["total_params"] == 190_528  # full sizes, not shards
+    # DeepSpeed's shared-memory all-reduce buffers (66 MiB of RAM per rank) are gone: each rank unlinked its own
+    assert "all-reduce buffer is unlinked" in (run / "logs/rank1.log").read_text()
+    assert shm_buffers_left(run) == []
 
 
 def test_zero3_final_loads_without_deepspeed(zero3, tiny_model):
@@ -211,6 +214,7 @@ def test_a_signal_to_a_deepspeed_launch_leaves_no_rank_behind(tmp_path, tiny_mod
     while processes_mentioning(str(run)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert processes_mentioning(str(run)) == []
+    assert shm_buffers_left(run) == []
 
 
 def test_prefix_tuning_saves_under_zero3(tmp_path_factory, tiny_model, deepspeed_ops):
