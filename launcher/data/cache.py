@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from launcher.data import scratch
 from launcher.data.packing import non_pad_share
 from launcher.data.registry import DatasetAttr, DataError, resolve_all, split_floats
 
@@ -108,10 +109,11 @@ def _build_into(path: Path, build, meta: dict) -> dict:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-{path.name}-{os.getpid()}"
     try:
-        built = build()
-        built.train.save_to_disk(str(tmp / "train"))
-        if built.eval is not None:
-            built.eval.save_to_disk(str(tmp / "eval"))
+        with scratch.map_files():  # the maps' intermediate files, gone once saved (launcher.data.scratch)
+            built = build()
+            built.train.save_to_disk(str(tmp / "train"))
+            if built.eval is not None:
+                built.eval.save_to_disk(str(tmp / "eval"))
         meta = {**meta, **built.stats, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if path.exists():
