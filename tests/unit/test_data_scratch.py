@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import time
 
 import os
 from pathlib import Path
@@ -56,14 +57,20 @@ def test_a_build_in_the_data_process_leaves_no_temp_file(tmp, tmp_path, tokenize
     assert prepare(cfg, tokenizer, located=located).record["train_rows"] > 0
 
 
-def test_a_dead_builds_scratch_goes_with_the_next_build_and_a_live_ones_stays(tmp, tmp_path, tokenizer):
+def test_a_dead_builds_idle_scratch_goes_with_the_next_build_and_a_live_ones_stays(tmp, tmp_path, tokenizer):
     proc = subprocess.Popen(["true"])
     proc.wait()
     dead = tmp / f"{scratch.PREFIX}{proc.pid}-abc"
     live = tmp / f"{scratch.PREFIX}{os.getpid()}-def"
     other = tmp / "launcher-maps-notapid-x"
-    for d in (dead, live, other):
+    recent = tmp / f"{scratch.PREFIX}{proc.pid}-ghi"  # its pid is gone, but it was written to a minute ago
+    for d in (dead, live, other, recent):
         d.mkdir()
         (d / "cache-1.arrow").write_bytes(b"x" * 100)
+    for d in (dead, live, other):
+        old = time.time() - scratch.DEAD_AFTER_S - 1
+        for path in (d / "cache-1.arrow", d):
+            os.utime(path, (old, old))
+    os.utime(recent / "cache-1.arrow", (time.time() - 60,) * 2)
     prepare(config(tmp_path), tokenizer)
-    assert temp_files(tmp) == sorted([live.name, other.name])
+    assert temp_files(tmp) == sorted([live.name, other.name, recent.name])
