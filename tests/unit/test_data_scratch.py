@@ -1,12 +1,11 @@
 """launcher.data.scratch: a cache build's intermediate map files live in a dir of its own and are gone when it
-ends, also in the data process (which ends with os._exit); a killed build's dir goes with the next build."""
+ends, also in the data process (which ends with os._exit); a killed build's dir goes with a later build."""
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
-
-import os
 from pathlib import Path
 
 import datasets
