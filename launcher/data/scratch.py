@@ -22,16 +22,6 @@ PREFIX = "launcher-maps-"
 DEAD_AFTER_S = 600
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def _idle_s(path: Path) -> float:
     """Seconds since anything in path was written (a map writing its file keeps this near 0)."""
     try:
@@ -44,10 +34,12 @@ def _idle_s(path: Path) -> float:
 def sweep_dead(tmp: str | None = None) -> list[Path]:
     """Remove the scratch dirs of builds whose process is gone and that nothing wrote to for DEAD_AFTER_S (a pid
     from another pid namespace sharing this /tmp can look gone while its build still writes)."""
+    from launcher.facts import pid_alive
+
     removed = []
     for path in Path(tmp or tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
         pid = path.name[len(PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)) and _idle_s(path) >= DEAD_AFTER_S:
+        if pid.isdigit() and not pid_alive(int(pid), None) and _idle_s(path) >= DEAD_AFTER_S:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
