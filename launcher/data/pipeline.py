@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from launcher.data.formats import KIND_NAMES, STAGE_KINDS, RowError, convert
-from launcher.data.packing import best_fit_bins, chunk_documents, packed_row
+from launcher.data.packing import best_fit_bins, chunk_documents, pack_rows
 from launcher.data.registry import DATA_SUFFIXES, DataError, DatasetAttr, detect, split_floats
 from launcher.data.templates import IGNORE_INDEX, TemplateError, encode_answers_many, encode_ids, \
     prompt_segments_many, render_many, token_ids_grouped
@@ -250,8 +250,8 @@ def shape(ds, stage: str, packing: bool, cutoff_len: int):
         return ds
     bins = best_fit_bins(lengths_of(ds), cutoff_len)
     bins.sort(key=lambda b: b[0])  # rows in dataset order of their first example
-    rows = [packed_row([ds[i] for i in b]) for b in bins]
-    return Dataset.from_list(rows)
+    return Dataset(pack_rows(ds.select_columns(["input_ids", "labels", "row_id"]).with_format("arrow")[:], bins,
+                             cutoff_len))
 
 
 def build(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[DatasetAttr], hf_cache: str,

@@ -8,7 +8,9 @@ import random
 import pytest
 
 from launcher.data.cache import prepare
-from launcher.data.packing import best_fit_bins, chunk_documents, non_pad_share, packed_row
+from launcher.data import packing
+from launcher.data.packing import best_fit_bins, chunk_documents, non_pad_share, pack_rows
+from launcher.data.pipeline import shape
 from launcher.data.registry import DataError
 from launcher.data.templates import IGNORE_INDEX
 from tests.support import DEMO_DATA, compose
@@ -221,16 +223,50 @@ def test_best_fit_bins_fill_rows_without_overflow():
         best_fit_bins([300], 256)
 
 
-def test_packed_row_restarts_positions_and_masks_first_labels():
-    row = packed_row([{"input_ids": [1, 2, 3], "labels": [1, 2, 3], "row_id": 7},
-                      {"input_ids": [4, 5], "labels": [-100, 5], "row_id": 9}])
-    assert row == {"input_ids": [1, 2, 3, 4, 5], "labels": [-100, 2, 3, -100, 5], "position_ids": [0, 1, 2, 0, 1],
-                   "row_id": [7, 9]}
+def packed_rows_of(rows: list[dict], bins: list[list[int]], capacity: int) -> list[dict]:
+    import pyarrow as pa
+
+    return pack_rows(pa.Table.from_pylist(rows), bins, capacity).to_pylist()
+
+
+def test_packed_rows_restart_positions_and_mask_first_labels(monkeypatch):
+    examples = [{"input_ids": [1, 2, 3], "labels": [1, 2, 3], "row_id": 7},
+                {"input_ids": [4, 5], "labels": [-100, 5], "row_id": 9},
+                {"input_ids": [6, 7, 8, 9], "labels": [6, 7, 8, 9], "row_id": 4}]
+    want = [{"input_ids": [1, 2, 3, 4, 5], "labels": [-100, 2, 3, -100, 5], "position_ids": [0, 1, 2, 0, 1],
+             "row_id": [7, 9]},
+            {"input_ids": [6, 7, 8, 9], "labels": [-100, 7, 8, 9], "position_ids": [0, 1, 2, 3], "row_id": [4]}]
+    assert packed_rows_of(examples, [[0, 1], [2]], 5) == want
+    assert packed_rows_of(examples, [], 5) == []
+    monkeypatch.setattr(packing, "MAX_TABLE_TOKENS", 5)  # one bin per slice of the table: the same rows
+    assert packed_rows_of(examples, [[0, 1], [2]], 5) == want
     rows = list(chunk_documents([{"input_ids": [1, 2, 3, 4, 5], "row_id": 0}, {"input_ids": [6, 7], "row_id": 1}],
                                 block=4, isolate=True))
     assert [r["input_ids"] for r in rows] == [[1, 2, 3, 4], [5, 6, 7]]
     assert rows[1]["position_ids"] == [0, 0, 1] and rows[1]["labels"] == [-100, -100, 7]
     assert [r["row_id"] for r in rows] == [[0], [0, 1]]
+
+
+def test_packing_a_shuffled_view_packs_its_rows_and_keeps_the_id_type():
+    from datasets import Dataset, Features, List, Value
+
+    rng = random.Random(1)
+    rows = [{"input_ids": [rng.randint(0, 99) for _ in range(rng.randint(1, 40))], "row_id": k, "prompt_len": 1}
+            for k in range(30)]
+    for r in rows:
+        r["labels"] = [rng.choice([IGNORE_INDEX, 5]) for _ in r["input_ids"]]
+    features = Features({"input_ids": List(Value("int32")), "row_id": Value("int64"), "prompt_len": Value("int64"),
+                         "labels": List(Value("int64"))})
+    view = Dataset.from_list(rows, features=features).shuffle(seed=3).select(range(20))  # an indices mapping
+    out = shape(view, "sft", True, 64)
+    assert out.features["input_ids"] == List(Value("int32")) and out.column_names == \
+        ["input_ids", "labels", "position_ids", "row_id"]
+    assert sorted(i for r in out["row_id"] for i in r) == sorted(view["row_id"])
+    for row in out:
+        parts = [rows[i] for i in row["row_id"]]
+        assert row["input_ids"] == [t for p in parts for t in p["input_ids"]] and len(row["input_ids"]) <= 64
+        assert row["labels"] == [t for p in parts for t in [IGNORE_INDEX] + p["labels"][1:]]
+        assert row["position_ids"] == [t for p in parts for t in range(len(p["input_ids"]))]
 
 
 def test_packing_reaches_95_percent_real_tokens_on_the_demo_data(tmp_path, tokenizer):
@@ -264,7 +300,7 @@ def test_packed_rows_give_the_same_per_token_loss_as_unpacked_rows(tmp_path, tok
         return ce, out.loss
 
     unpacked, loss_unpacked = token_losses(collate(examples))
-    packed_rows = [packed_row(examples[:4]), packed_row(examples[4:])]  # two packed rows, padded in one batch
+    packed_rows = packed_rows_of(examples, [[0, 1, 2, 3], [4, 5]], 512)  # two packed rows, padded in one batch
     packed, loss_packed = token_losses(collate(packed_rows))
     for k, ex in enumerate(examples):
         n = len(ex["input_ids"])
