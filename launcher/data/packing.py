@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import random
-from typing import Iterable, Iterator, Sequence
+from typing import Sequence
 
 from launcher.data.templates import IGNORE_INDEX
 
@@ -70,46 +70,57 @@ def _packed_table(table, bins: Sequence[Sequence[int]]):
     flat_labels[starts[lengths > 0]] = IGNORE_INDEX
     positions = np.arange(ends[-1] if len(ends) else 0, dtype=np.int64) - np.repeat(starts, lengths)
 
-    def rows(values, offsets) -> pa.ListArray:
-        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
-
-    return pa.table({"input_ids": rows(ids.flatten(), token_offsets),
-                     "labels": rows(pa.array(flat_labels, labels.type.value_type), token_offsets),
-                     "position_ids": rows(pa.array(positions), token_offsets),
-                     "row_id": rows(row_ids, np.concatenate([[0], last]).astype(np.int64))})
+    return pa.table({"input_ids": _lists(ids.flatten(), token_offsets),
+                     "labels": _lists(pa.array(flat_labels, labels.type.value_type), token_offsets),
+                     "position_ids": _lists(pa.array(positions), token_offsets),
+                     "row_id": _lists(row_ids, np.concatenate([[0], last]).astype(np.int64))})
 
 
-def chunk_documents(docs: Iterable[dict], block: int, isolate: bool) -> Iterator[dict]:
-    """Continued pretraining: documents (input_ids, row_id) concatenated and cut into rows of `block`
-    tokens (the last one shorter). isolate: every document piece restarts its position_ids and its first
-    token has no label, so attention stays inside documents (packing=true); else documents see their
-    predecessors, as in classic pretraining."""
-    ids: list[int] = []
-    labels: list[int] = []
-    positions: list[int] = []
-    row_ids: list[int] = []
+def chunk_table(table, block: int, isolate: bool):
+    """Continued pretraining: documents (a pyarrow Table with input_ids, row_id) concatenated and cut into
+    rows of `block` tokens (the last one shorter), row_id listing the documents each row holds a piece of.
+    isolate: every document piece restarts its position_ids and its first token has no label, so attention
+    stays inside documents (packing=true); else documents see their predecessors, as in classic pretraining.
+    Columnar, like pack_rows."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    def flush() -> dict:
-        row = {"input_ids": ids[:], "labels": labels[:], "row_id": row_ids[:]}
-        if isolate:
-            row["position_ids"] = positions[:]
-        ids.clear(), labels.clear(), positions.clear(), row_ids.clear()
-        return row
+    ids = table["input_ids"].combine_chunks()
+    lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    doc_ids = table["row_id"].to_numpy()[lengths > 0]  # an empty document is in no row
+    lengths = lengths[lengths > 0]
+    flat = ids.flatten()
+    total = len(flat)
+    doc_starts = np.cumsum(lengths) - lengths
+    row_starts = np.arange(0, total, block, dtype=np.int64)
+    # each row's documents: from the one holding its first token to the one holding its last
+    first = np.searchsorted(doc_starts, row_starts, side="right") - 1
+    last = np.searchsorted(doc_starts, np.minimum(row_starts + block, total) - 1, side="right") - 1
+    per_row = last - first + 1
+    doc_offsets = np.concatenate([[0], np.cumsum(per_row)]).astype(np.int64)
+    docs = np.repeat(first, per_row) + np.arange(doc_offsets[-1]) - np.repeat(doc_offsets[:-1], per_row)
+    labels = flat.to_numpy(zero_copy_only=False).astype(np.int64)
+    token_offsets = np.append(row_starts, total)
+    columns = {"input_ids": _lists(flat, token_offsets)}
+    if isolate:
+        starts = np.zeros(total, dtype=bool)
+        starts[doc_starts] = starts[row_starts] = True  # a document's piece starts where it or a row does
+        pieces = np.flatnonzero(starts)
+        labels[pieces] = IGNORE_INDEX
+        positions = np.arange(total, dtype=np.int64) - np.repeat(pieces, np.diff(np.append(pieces, total)))
+    columns |= {"labels": _lists(pa.array(labels), token_offsets),
+                "row_id": _lists(pa.array(doc_ids[docs], pa.int64()), doc_offsets)}
+    if isolate:
+        columns["position_ids"] = _lists(pa.array(positions), token_offsets)
+    return pa.table(columns)
 
-    for doc in docs:
-        tokens = list(doc["input_ids"])
-        while tokens:
-            take = tokens[: block - len(ids)]
-            tokens = tokens[len(take):]
-            ids.extend(take)
-            labels.extend([IGNORE_INDEX] + take[1:] if isolate else take)
-            positions.extend(range(len(take)))
-            if not row_ids or row_ids[-1] != doc["row_id"]:
-                row_ids.append(doc["row_id"])
-            if len(ids) == block:
-                yield flush()
-    if ids:
-        yield flush()
+
+def _lists(values, offsets):
+    """A pyarrow list array: row i holds values[offsets[i]:offsets[i + 1]]."""
+    import pyarrow as pa
+
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
 
 
 def non_pad_share(lengths: Sequence[int], batch_size: int, seed: int = 0) -> float:

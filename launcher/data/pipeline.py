@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from launcher.data.formats import KIND_NAMES, STAGE_KINDS, RowError, convert
-from launcher.data.packing import best_fit_bins, chunk_documents, pack_rows
+from launcher.data.packing import best_fit_bins, chunk_table, pack_rows
 from launcher.data.registry import DATA_SUFFIXES, DataError, DatasetAttr, detect, split_floats
 from launcher.data.templates import IGNORE_INDEX, TemplateError, encode_answers_many, encode_ids, \
     prompt_segments_many, render_many, token_ids_grouped
@@ -244,8 +244,8 @@ def shape(ds, stage: str, packing: bool, cutoff_len: int):
     from datasets import Dataset
 
     if stage == "pt":
-        rows = list(chunk_documents(ds.select_columns(["input_ids", "row_id"]), cutoff_len, isolate=packing))
-        return Dataset.from_list(rows) if rows else ds.select([])
+        return Dataset(chunk_table(ds.select_columns(["input_ids", "row_id"]).with_format("arrow")[:], cutoff_len,
+                                   isolate=packing))
     if stage != "sft" or not packing:
         return ds
     bins = best_fit_bins(lengths_of(ds), cutoff_len)
@@ -403,7 +403,8 @@ def one_stream(ds):
 
 
 def _chunk_batch(batch: dict, block: int) -> dict:
-    docs = [{"input_ids": ids, "row_id": r} for ids, r in zip(batch["input_ids"], batch["row_id"])]
-    rows = list(chunk_documents(docs, block, isolate=False))
-    return {k: [r[k] for r in rows] for k in ("input_ids", "labels", "row_id")}
+    import pyarrow as pa
+
+    docs = pa.table({"input_ids": batch["input_ids"], "row_id": batch["row_id"]})
+    return chunk_table(docs, block, isolate=False).to_pydict()
 

@@ -9,7 +9,7 @@ import pytest
 
 from launcher.data.cache import prepare
 from launcher.data import packing
-from launcher.data.packing import best_fit_bins, chunk_documents, non_pad_share, pack_rows
+from launcher.data.packing import best_fit_bins, chunk_table, non_pad_share, pack_rows
 from launcher.data.pipeline import shape
 from launcher.data.registry import DataError
 from launcher.data.templates import IGNORE_INDEX
@@ -240,11 +240,24 @@ def test_packed_rows_restart_positions_and_mask_first_labels(monkeypatch):
     assert packed_rows_of(examples, [], 5) == []
     monkeypatch.setattr(packing, "MAX_TABLE_TOKENS", 5)  # one bin per slice of the table: the same rows
     assert packed_rows_of(examples, [[0, 1], [2]], 5) == want
-    rows = list(chunk_documents([{"input_ids": [1, 2, 3, 4, 5], "row_id": 0}, {"input_ids": [6, 7], "row_id": 1}],
-                                block=4, isolate=True))
-    assert [r["input_ids"] for r in rows] == [[1, 2, 3, 4], [5, 6, 7]]
-    assert rows[1]["position_ids"] == [0, 0, 1] and rows[1]["labels"] == [-100, -100, 7]
-    assert [r["row_id"] for r in rows] == [[0], [0, 1]]
+
+
+def test_documents_are_chunked_into_rows_and_isolated_when_packing():
+    import pyarrow as pa
+
+    docs = pa.table({"input_ids": [[1, 2, 3, 4, 5], [], [6, 7], [8, 9, 10, 11, 12, 13, 14, 15, 16]],
+                     "row_id": [0, 1, 2, 3]})
+    isolated = chunk_table(docs, block=4, isolate=True).to_pylist()
+    assert [r["input_ids"] for r in isolated] == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]]
+    assert isolated[1] == {"input_ids": [5, 6, 7, 8], "labels": [-100, -100, 7, -100], "row_id": [0, 2, 3],
+                           "position_ids": [0, 0, 1, 0]}  # the empty document is in no row
+    assert isolated[2]["position_ids"] == [0, 1, 2, 3] and isolated[2]["labels"] == [-100, 10, 11, 12]
+    assert [r["row_id"] for r in isolated] == [[0], [0, 2, 3], [3], [3]]
+    joined = chunk_table(docs, block=6, isolate=False).to_pylist()
+    assert joined == [{"input_ids": [1, 2, 3, 4, 5, 6], "labels": [1, 2, 3, 4, 5, 6], "row_id": [0, 2]},
+                      {"input_ids": [7, 8, 9, 10, 11, 12], "labels": [7, 8, 9, 10, 11, 12], "row_id": [2, 3]},
+                      {"input_ids": [13, 14, 15, 16], "labels": [13, 14, 15, 16], "row_id": [3]}]
+    assert chunk_table(docs.slice(1, 1), block=4, isolate=True).num_rows == 0
 
 
 def test_packing_a_shuffled_view_packs_its_rows_and_keeps_the_id_type():
