@@ -9,6 +9,7 @@ No torch: the pipeline calls it, the tests check it directly.
 from __future__ import annotations
 
 import bisect
+import heapq
 import random
 from typing import Sequence
 
@@ -17,24 +18,32 @@ from launcher.data.templates import IGNORE_INDEX
 
 def best_fit_bins(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     """Indices grouped into bins of total length <= capacity: best-fit decreasing (longest first, each
-    into the fullest bin it fits). Within a bin, indices keep their dataset order."""
+    into the fullest bin it fits, the first opened of those). Within a bin, indices keep their dataset order.
+    Open bins are kept by room left (a sorted list of the distinct rooms, a heap of bins for each), so a
+    step costs at most the number of distinct rooms (<= capacity), not the number of open bins."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     bins: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # sorted (room left, bin index)
+    rooms: list[int] = []  # sorted: the rooms left that some open bin has
+    by_room: dict[int, list[int]] = {}  # room left -> heap of the indices of the bins with it
     for i in order:
         n = lengths[i]
         if n > capacity:
             raise ValueError(f"example {i} has {n} tokens, more than the row capacity {capacity}")
-        at = bisect.bisect_left(free, (n, -1))
-        if at < len(free):
-            room, b = free.pop(at)
+        at = bisect.bisect_left(rooms, n)
+        if at < len(rooms):
+            room = rooms[at]
+            b = heapq.heappop(by_room[room])
+            if not by_room[room]:
+                del by_room[room], rooms[at]
             bins[b].append(i)
-            if room - n > 0:
-                bisect.insort(free, (room - n, b))
         else:
+            room, b = capacity, len(bins)
             bins.append([i])
-            if capacity - n > 0:
-                bisect.insort(free, (capacity - n, len(bins) - 1))
+        if room - n > 0:
+            if room - n not in by_room:
+                by_room[room - n] = []
+                bisect.insort(rooms, room - n)
+            heapq.heappush(by_room[room - n], b)
     return [sorted(b) for b in bins]
 
 
