@@ -219,6 +219,9 @@ def test_best_fit_bins_fill_rows_without_overflow():
     assert sorted(i for b in bins for i in b) == list(range(500))
     assert all(sum(lengths[i] for i in b) <= 256 for b in bins)
     assert sum(lengths) / (256 * len(bins)) > 0.97
+    # the fullest bin that fits, the first opened among equals
+    assert best_fit_bins([5, 5, 3, 3, 2, 6], 8) == [[4, 5], [0, 2], [1, 3]]
+    assert best_fit_bins([4, 6, 2, 3], 8) == [[1, 2], [0, 3]]
     with pytest.raises(ValueError, match="more than the row capacity"):
         best_fit_bins([300], 256)
 
