@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from launcher.data.formats import KIND_NAMES, STAGE_KINDS, RowError, convert
-from launcher.data.packing import best_fit_bins, chunk_table, pack_rows
+from launcher.data.packing import MAX_TABLE_TOKENS, best_fit_bins, chunk_table, pack_rows
 from launcher.data.registry import DATA_SUFFIXES, DataError, DatasetAttr, detect, split_floats
 from launcher.data.templates import IGNORE_INDEX, TemplateError, encode_answers_many, encode_ids, \
     prompt_segments_many, render_many, token_ids_grouped
@@ -243,15 +243,20 @@ def shape(ds, stage: str, packing: bool, cutoff_len: int):
     """sft: rows as they are, or packed into rows of cutoff_len; pt: chunked (isolated when packing)."""
     from datasets import Dataset
 
+    if stage != "pt" and (stage != "sft" or not packing):
+        return ds
+    lengths = lengths_of(ds)
+    if sum(lengths) > MAX_TABLE_TOKENS:
+        key, fix = ("stage=pt", "") if stage == "pt" else ("data.packing=true", "data.packing=false, ")
+        raise DataError(f"{key}: the tokenized rows hold {sum(lengths):,} tokens, more than one packed table holds "
+                        f"({MAX_TABLE_TOKENS:,}); use {fix}data.streaming=true (read lazily, not cached) or fewer "
+                        "rows (data.max_samples)")
     if stage == "pt":
         return Dataset(chunk_table(ds.select_columns(["input_ids", "row_id"]).with_format("arrow")[:], cutoff_len,
                                    isolate=packing))
-    if stage != "sft" or not packing:
-        return ds
-    bins = best_fit_bins(lengths_of(ds), cutoff_len)
+    bins = best_fit_bins(lengths, cutoff_len)
     bins.sort(key=lambda b: b[0])  # rows in dataset order of their first example
-    return Dataset(pack_rows(ds.select_columns(["input_ids", "labels", "row_id"]).with_format("arrow")[:], bins,
-                             cutoff_len))
+    return Dataset(pack_rows(ds.select_columns(["input_ids", "labels", "row_id"]).with_format("arrow")[:], bins))
 
 
 def build(d: Any, stage: str, seed: int, tokenizer, attrs: Sequence[DatasetAttr], hf_cache: str,

@@ -8,7 +8,6 @@ import random
 import pytest
 
 from launcher.data.cache import prepare
-from launcher.data import packing
 from launcher.data.packing import best_fit_bins, chunk_table, non_pad_share, pack_rows
 from launcher.data.pipeline import shape
 from launcher.data.registry import DataError
@@ -226,23 +225,21 @@ def test_best_fit_bins_fill_rows_without_overflow():
         best_fit_bins([300], 256)
 
 
-def packed_rows_of(rows: list[dict], bins: list[list[int]], capacity: int) -> list[dict]:
+def packed_rows_of(rows: list[dict], bins: list[list[int]]) -> list[dict]:
     import pyarrow as pa
 
-    return pack_rows(pa.Table.from_pylist(rows), bins, capacity).to_pylist()
+    return pack_rows(pa.Table.from_pylist(rows), bins).to_pylist()
 
 
-def test_packed_rows_restart_positions_and_mask_first_labels(monkeypatch):
+def test_packed_rows_restart_positions_and_mask_first_labels():
     examples = [{"input_ids": [1, 2, 3], "labels": [1, 2, 3], "row_id": 7},
                 {"input_ids": [4, 5], "labels": [-100, 5], "row_id": 9},
                 {"input_ids": [6, 7, 8, 9], "labels": [6, 7, 8, 9], "row_id": 4}]
     want = [{"input_ids": [1, 2, 3, 4, 5], "labels": [-100, 2, 3, -100, 5], "position_ids": [0, 1, 2, 0, 1],
              "row_id": [7, 9]},
             {"input_ids": [6, 7, 8, 9], "labels": [-100, 7, 8, 9], "position_ids": [0, 1, 2, 3], "row_id": [4]}]
-    assert packed_rows_of(examples, [[0, 1], [2]], 5) == want
-    assert packed_rows_of(examples, [], 5) == []
-    monkeypatch.setattr(packing, "MAX_TABLE_TOKENS", 5)  # one bin per slice of the table: the same rows
-    assert packed_rows_of(examples, [[0, 1], [2]], 5) == want
+    assert packed_rows_of(examples, [[0, 1], [2]]) == want
+    assert packed_rows_of(examples, []) == []
 
 
 def test_documents_are_chunked_into_rows_and_isolated_when_packing():
@@ -285,6 +282,21 @@ def test_packing_a_shuffled_view_packs_its_rows_and_keeps_the_id_type():
         assert row["position_ids"] == [t for p in parts for t in range(len(p["input_ids"]))]
 
 
+def test_more_tokens_than_one_packed_table_holds_is_a_data_error(monkeypatch):
+    from datasets import Dataset
+
+    rows = Dataset.from_list([{"input_ids": [1, 2, 3], "labels": [1, 2, 3], "row_id": k} for k in range(4)])
+    monkeypatch.setattr("launcher.data.pipeline.MAX_TABLE_TOKENS", 11)
+    with pytest.raises(DataError, match=r"data.packing=true: the tokenized rows hold 12 tokens, more than one packed "
+                                        r"table holds \(11\); use data.packing=false, data.streaming=true"):
+        shape(rows, "sft", True, 8)
+    with pytest.raises(DataError, match=r"stage=pt: .* 12 tokens"):
+        shape(rows, "pt", False, 8)
+    assert shape(rows, "sft", False, 8) is rows  # unpacked rows stay as they are, however many
+    monkeypatch.setattr("launcher.data.pipeline.MAX_TABLE_TOKENS", 12)
+    assert len(shape(rows, "sft", True, 8)) == 2 and len(shape(rows, "pt", False, 8)) == 2
+
+
 def test_packing_reaches_95_percent_real_tokens_on_the_demo_data(tmp_path, tokenizer):
     shares = {}
     for data in ("alpaca_demo", "demo_mix"):
@@ -316,7 +328,7 @@ def test_packed_rows_give_the_same_per_token_loss_as_unpacked_rows(tmp_path, tok
         return ce, out.loss
 
     unpacked, loss_unpacked = token_losses(collate(examples))
-    packed_rows = packed_rows_of(examples, [[0, 1, 2, 3], [4, 5]], 512)  # two packed rows, padded in one batch
+    packed_rows = packed_rows_of(examples, [[0, 1, 2, 3], [4, 5]])  # two packed rows, padded in one batch
     packed, loss_packed = token_losses(collate(packed_rows))
     for k, ex in enumerate(examples):
         n = len(ex["input_ids"])
