@@ -68,7 +68,7 @@ def pack_rows(table, bins: Sequence[Sequence[int]]):
     token_offsets = np.concatenate([[0], ends[last - 1]]).astype(np.int64)
     flat_labels = labels.flatten().to_numpy(zero_copy_only=False).copy()
     flat_labels[starts[lengths > 0]] = IGNORE_INDEX
-    positions = np.arange(ends[-1] if len(ends) else 0, dtype=np.int64) - np.repeat(starts, lengths)
+    positions = _positions(starts, int(ends[-1]) if len(ends) else 0)
 
     return pa.table({"input_ids": _lists(ids.flatten(), token_offsets),
                      "labels": _lists(pa.array(flat_labels, labels.type.value_type), token_offsets),
@@ -108,12 +108,19 @@ def chunk_table(table, block: int, isolate: bool):
         starts[doc_starts] = starts[row_starts] = True  # a document's piece starts where it or a row does
         pieces = np.flatnonzero(starts)
         labels[pieces] = IGNORE_INDEX
-        positions = np.arange(total, dtype=np.int64) - np.repeat(pieces, np.diff(np.append(pieces, total)))
+        positions = _positions(pieces, total)
     columns |= {"labels": _lists(pa.array(labels), token_offsets),
                 "row_id": _lists(pa.array(doc_ids[docs], pa.int64()), doc_offsets)}
     if isolate:
         columns["position_ids"] = _lists(pa.array(positions), token_offsets)
     return pa.table(columns)
+
+
+def _positions(starts, total: int):
+    """Each of `total` tokens' position in its piece, the pieces starting at `starts` (sorted, the first at 0)."""
+    import numpy as np
+
+    return np.arange(total, dtype=np.int64) - np.repeat(starts, np.diff(np.append(starts, total)))
 
 
 def _lists(values, offsets):
